@@ -1,0 +1,22 @@
+"""Dataset readers (one module per family) and the data-directory rules shared by all labs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "I2DL_DATA"
+
+
+def default_data_dir() -> Path:
+    """`$I2DL_DATA` if set, else a cache folder under the user's home."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "i2dl"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """An explicit `data_dir` wins over `$I2DL_DATA`, which wins over the home cache."""
+    return Path(data_dir).expanduser() if data_dir else default_data_dir()

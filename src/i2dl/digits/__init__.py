@@ -1,0 +1,1 @@
+"""MIT 6.S191 Lab 2: MNIST digit classification, a fully connected baseline and CNNs."""

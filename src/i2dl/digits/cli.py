@@ -1,0 +1,64 @@
+"""`i2dl digits fit|validate|test` (LightningCLI), `predict` (image files) and `export` (ONNX)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from i2dl.digits.data import DigitsDataModule
+from i2dl.digits.module import DigitClassifier
+from i2dl.digits.predict import load_image_gray, to_mnist_format
+from i2dl.export import export_onnx, onnx_max_abs_diff
+from i2dl.training import LabCLI, load_module
+
+HELP = """usage: i2dl digits {fit,validate,test,predict,export} ...
+
+  fit|validate|test   LightningCLI, e.g. i2dl digits fit -c configs/digits/cnn.yaml --trainer.max_epochs 3
+  predict             i2dl digits predict --ckpt_path runs/digits/cnn/checkpoints/best.ckpt photo.jpg ...
+  export              i2dl digits export --ckpt_path ... --output model.onnx
+"""
+
+
+def predict(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="i2dl digits predict",
+                                     description="Classify image files of hand-written digits (any size or colour).")
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `i2dl digits fit`")
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    args = parser.parse_args(argv)
+    module = load_module(DigitClassifier, args.ckpt_path)
+    names = module.extra_checkpoint.get("class_names") or module.class_names
+    batch = torch.stack([to_mnist_format(load_image_gray(p)) for p in args.images])
+    with torch.no_grad():
+        probs = module(batch).softmax(-1)
+    for path, p in zip(args.images, probs):
+        top = int(p.argmax())
+        ranked = ", ".join(f"{names[i]}: {float(p[i]):.3f}" for i in p.argsort(descending=True)[:3].tolist())
+        print(f"{path}: {names[top]} ({float(p[top]):.1%})   top-3 {ranked}")
+        print("  probabilities: " + " ".join(f"{float(v):.4f}" for v in p))
+
+
+def export(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="i2dl digits export", description="Export a checkpoint to ONNX.")
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--output", default=None, help="default: <checkpoint folder>/../model.onnx")
+    args = parser.parse_args(argv)
+    module = load_module(DigitClassifier, args.ckpt_path)
+    output = Path(args.output or Path(args.ckpt_path).parent.parent / "model.onnx")
+    example = torch.rand(4, 1, 28, 28)
+    export_onnx(module.model, example, output)
+    diff = onnx_max_abs_diff(output, module.model, example)
+    print(f"wrote {output} (input: float32 (batch, 1, 28, 28) in [0, 1]; onnxruntime vs PyTorch max |diff| {diff:.2e})")
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(HELP)
+        sys.exit(0 if argv else 2)
+    if argv[0] == "predict":
+        return predict(argv[1:])
+    if argv[0] == "export":
+        return export(argv[1:])
+    LabCLI("digits", DigitClassifier, DigitsDataModule, monitor="val/acc", mode="max", args=argv)

@@ -1,0 +1,113 @@
+"""`DigitClassifier`: trains any digits network with cross-entropy; logs `train/loss`, `val/acc`, `test/acc`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from i2dl.digits.model import build_model
+from i2dl.training import CompatibleCheckpoints, csv_metric_files
+from i2dl.viz import plot_confusion_matrix, plot_curves, plot_image_grid
+
+GRID_IMAGES = 40
+
+
+class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
+    """Args:
+        arch: "lab_fc", "lab_cnn" (the lab's networks) or "digitnet" (ours).
+        lr: peak learning rate; with `schedule="onecycle"` it warms up to it and anneals to ~0.
+        optimizer: "adam" (the lab's choice), "adamw" or "sgd" (Nesterov momentum 0.9).
+        label_smoothing: cross-entropy label smoothing (0 = plain cross-entropy).
+        width, dropout: size of "digitnet".
+    """
+
+    def __init__(self, arch: Literal["lab_fc", "lab_cnn", "digitnet"] = "lab_cnn", num_classes: int = 10,
+                 lr: float = 1e-3, weight_decay: float = 0.0, optimizer: Literal["adam", "adamw", "sgd"] = "adam",
+                 schedule: Literal["constant", "onecycle"] = "constant", label_smoothing: float = 0.0,
+                 width: int = 32, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        extra = {"width": width, "dropout": dropout} if arch == "digitnet" else {}
+        self.model = build_model(arch, num_classes=num_classes, **extra)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_examples: list[torch.Tensor] = []
+        self.class_names = [str(i) for i in range(num_classes)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_examples = []
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.test_acc(logits, y)
+        self.test_confusion.update(logits, y)
+        self.log("test/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log("test/acc", self.test_acc)
+        if batch_idx == 0:
+            probs = logits.softmax(-1)
+            self.test_examples = [x[:GRID_IMAGES].cpu(), y[:GRID_IMAGES].cpu(), probs[:GRID_IMAGES].cpu()]
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self.write_figures(Path(self.trainer.default_root_dir) / "figures", matrix)
+
+    def write_figures(self, folder: Path, matrix: torch.Tensor) -> None:
+        """Test-image grid (prediction, confidence, truth; wrong ones in red), confusion matrix, curves."""
+        names = self.class_names
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "classes"):
+            names = datamodule.classes
+        if self.test_examples:
+            x, y, probs = self.test_examples
+            conf, pred = probs.max(-1)
+            titles = [f"{names[p]} {c:.0%}" + ("" if p == t else f"\n(true {names[t]})")
+                      for p, c, t in zip(pred.tolist(), conf.tolist(), y.tolist())]
+            plot_image_grid(x, titles, folder / "test_predictions.png", wrong=(pred != y).tolist(),
+                            title="test images: predicted class, confidence (wrong ones in red)")
+        plot_confusion_matrix(matrix, names, folder / "confusion_matrix.png",
+                              title=f"test confusion matrix ({int(matrix.trace())}/{int(matrix.sum())} correct)")
+        plot_curves(csv_metric_files(self.trainer.default_root_dir), folder / "curves.png", title=self.hparams.arch)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        checkpoint["class_names"] = list(getattr(datamodule, "classes", self.class_names))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=0.9, nesterov=True,
+                                        weight_decay=hp.weight_decay)
+        else:
+            cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+            optimizer = cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.schedule == "constant":
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr,
+                                                        total_steps=self.trainer.estimated_stepping_batches,
+                                                        pct_start=0.2)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,187 @@
+"""What every supervised lab shares: the `LightningCLI` with one folder per run, atomic checkpoints,
+checkpoint/model compatibility checks, and the headline a finished command prints."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from i2dl.errors import CheckpointError
+
+RUNS_ROOT = Path(os.environ.get("I2DL_RUNS", "runs"))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames: a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(checkpoint, fh)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def check_state_dict_compatible(expected: dict[str, torch.Tensor], found: dict[str, Any], source: str) -> None:
+    """Raise a one-line CheckpointError naming the first key or shape that differs."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing or unexpected:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise CheckpointError(f"{source} does not fit this model ({detail}; "
+                              f"{len(missing)} missing, {len(unexpected)} unexpected keys)")
+    for key, tensor in expected.items():
+        other = found[key]
+        if hasattr(other, "shape") and tuple(other.shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{source} does not fit this model: {key} has shape {tuple(other.shape)}, "
+                                  f"the model expects {tuple(tensor.shape)}")
+
+
+class CompatibleCheckpoints:
+    """LightningModule mix-in: an incompatible checkpoint is a clear error, not a state-dict traceback."""
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:  # called before the weights are loaded
+        check_state_dict_compatible(self.state_dict(), checkpoint.get("state_dict", {}), "the checkpoint")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint file; a missing or unreadable one is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # pickle/zip errors come in many types
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+
+
+def load_module(module_class: type[L.LightningModule], path: str | Path) -> L.LightningModule:
+    """Rebuild a LightningModule from its checkpoint (hyper-parameters and weights) in eval mode."""
+    checkpoint = load_checkpoint(path)
+    if "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint of i2dl (no hyper_parameters/state_dict)")
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    try:
+        module = module_class(**hparams)
+    except TypeError as err:
+        raise CheckpointError(f"{path}: was not written by {module_class.__name__} ({err})") from None
+    check_state_dict_compatible(module.state_dict(), checkpoint["state_dict"], str(path))
+    module.load_state_dict(checkpoint["state_dict"])
+    module.extra_checkpoint = {k: v for k, v in checkpoint.items() if k not in {"state_dict", "optimizer_states"}}
+    return module.eval()
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved config as `<run_dir>/config.yaml` (Lightning's default is inside a logger's folder)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero:
+            run_dir = Path(trainer.default_root_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, run_dir / "config.yaml", skip_none=False, overwrite=True,
+                             multifile=False)
+
+
+def csv_metric_files(run_dir: str | Path) -> list[Path]:
+    """Every CSV log of a run, oldest first (a resumed run adds a version)."""
+    files = list(Path(run_dir).glob("csv/version_*/metrics.csv"))
+    return sorted(files, key=lambda p: int(p.parent.name.split("_")[-1]))
+
+
+class LabCLI(LightningCLI):
+    """`i2dl <lab> fit|validate|test` with one folder per run.
+
+    `<run_dir>` (default `runs/<lab>/<config name>`) holds `checkpoints/best.ckpt` and `last.ckpt`, `config.yaml`,
+    `csv/` and `tensorboard/` logs and `figures/`. Running the same command again with `--ckpt_path last`
+    resumes where the run stopped.
+    """
+
+    def __init__(self, lab: str, model_class, datamodule_class, monitor: str, mode: str = "max",
+                 args: list[str] | None = None, checkpoint_every_n_steps: int = 200, **kwargs: Any) -> None:
+        self.lab, self.monitor, self.mode = lab, monitor, mode
+        self.checkpoint_every_n_steps = checkpoint_every_n_steps
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+        trainer_defaults = {"accelerator": "auto", "devices": 1, "log_every_n_steps": 50,
+                            "enable_model_summary": False}
+        trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
+        super().__init__(model_class, datamodule_class, args=args, seed_everything_default=0,
+                         save_config_callback=RunConfigSaver, save_config_kwargs={"overwrite": True},
+                         trainer_defaults=trainer_defaults, parser_kwargs={"prog": f"i2dl {lab}"},
+                         auto_configure_optimizers=False, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run_dir", type=str | None, default=None,
+                            help="Folder for this run's checkpoints, logs, config and figures "
+                                 "(default: runs/<lab>/<config file name>)")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="After `fit`, evaluate the best checkpoint on the test split and draw the figures")
+
+    def run_dir(self) -> Path:
+        config = self.config[self.subcommand]
+        if config.get("run_dir"):
+            return Path(config.run_dir)
+        configs = config.get("config") or []
+        name = Path(str(configs[-1])).stem if configs else "default"
+        return RUNS_ROOT / self.lab / name
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        run_dir = self.run_dir()
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        kwargs["default_root_dir"] = str(run_dir)
+        if trainer_config.get("logger") in (None, True):
+            kwargs["logger"] = [TensorBoardLogger(run_dir, name="tensorboard"), CSVLogger(run_dir, name="csv")]
+        if not trainer_config.get("plugins"):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
+        self.trainer_defaults["callbacks"] = [
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=self.monitor,
+                            mode=self.mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
+                            enable_version_counter=False),
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last-step", save_last=True, save_top_k=0,
+                            every_n_train_steps=self.checkpoint_every_n_steps, enable_version_counter=False),
+        ]
+        return super().instantiate_trainer(**kwargs)
+
+    # --- what a finished command prints -------------------------------------------------------------
+    def _headline(self, title: str) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if "/" in k and v.numel() == 1}
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("_step"))
+        print(f"\n{title}: {shown}")
+        print(f"run folder: {self.trainer.default_root_dir}")
+
+    def after_fit(self) -> None:
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        if self.config[self.subcommand].get("test_after_fit") and best and self.datamodule is not None:
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False)
+        self._headline("fit finished")
+        if best and self.trainer.is_global_zero:
+            print(f"best checkpoint: {best}")
+
+    def after_validate(self) -> None:
+        self._headline("validation")
+
+    def after_test(self) -> None:
+        self._headline("test")

@@ -1,0 +1,36 @@
+"""Shared test fixtures: the real data in ../shared/data, a private runs folder, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("I2DL_DATA") or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real datasets (MNIST, faces, MSRC-v2, CamVid, MobileNetV2 weights)."""
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.fail(f"real data not found at {SHARED_DATA}: set I2DL_DATA to the shared data folder")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runs(tmp_path, monkeypatch):
+    """Each test writes its run folders under its own tmp dir, never into the repo."""
+    monkeypatch.setenv("I2DL_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr("i2dl.training.RUNS_ROOT", tmp_path / "runs", raising=False)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess:
+    """Run `python -m i2dl ...` as a user would; returns the finished process (output captured as text)."""
+    full_env = {**os.environ, "I2DL_DATA": str(SHARED_DATA), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "i2dl", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd or REPO)
