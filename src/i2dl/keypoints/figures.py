@@ -1,0 +1,54 @@
+"""Figures of the keypoints lab: faces with true (green) and predicted (red) keypoints; per-keypoint errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from i2dl.data.faces import KEYPOINT_NAMES, NUM_KEYPOINTS
+from i2dl.keypoints.data import to_pixels
+from i2dl.viz import _save, plt
+
+TRUE_COLOUR, PRED_COLOUR = "#2ca02c", "#d62728"
+
+
+def plot_keypoint_grid(images: torch.Tensor, pred: torch.Tensor, targets: torch.Tensor | None, path: Path,
+                       errors_px: Sequence[float] | None = None, ncols: int = 6, title: str = "") -> Path:
+    """Faces (N, 1, 96, 96) in [0, 1]; `pred` (N, 30) normalised; `targets` (N, 15, 3) or None (no truth)."""
+    n = len(images)
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.15 * nrows), squeeze=False)
+    pred_px = to_pixels(pred.detach().float().view(-1, NUM_KEYPOINTS, 2))
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(images[k].squeeze(0), cmap="gray", vmin=0, vmax=1)
+        if targets is not None:
+            seen = targets[k, :, 2] > 0.5
+            true_px = to_pixels(targets[k, :, :2])[seen]
+            ax.scatter(true_px[:, 0], true_px[:, 1], s=9, c=TRUE_COLOUR, marker="o", label="true")
+        ax.scatter(pred_px[k, :, 0], pred_px[k, :, 1], s=11, c=PRED_COLOUR, marker="x", linewidths=1,
+                   label="predicted")
+        if errors_px is not None:
+            ax.set_title(f"RMSE {float(errors_px[k]):.2f} px", fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_keypoint_errors(rmse_px: Sequence[float], path: Path, title: str = "") -> Path:
+    """A bar per keypoint: its RMSE in pixels."""
+    values = [float(v) for v in rmse_px]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.barh(range(len(values)), values, color="#1f77b4")
+    ax.set_yticks(range(len(values)), KEYPOINT_NAMES, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("RMSE (pixels of the 96x96 face)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,186 @@
+"""`FacialKeypointsRegressor`: trains a keypoint network with (masked) MSE on normalised coordinates.
+
+Logs `train/loss`, `val/loss`, `val/score` (the course's 1 / (2 MSE)), `val/rmse_px` (Kaggle's metric), the same
+under `test/`, plus `test/rmse_px/<keypoint>` for each of the 15 keypoints; draws figures at the end of a test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torchmetrics import Metric
+
+from i2dl.data.faces import KEYPOINT_NAMES, NUM_KEYPOINTS
+from i2dl.keypoints.data import HALF
+from i2dl.keypoints.model import build_model
+from i2dl.training import CompatibleCheckpoints, csv_metric_files
+from i2dl.viz import plot_curves
+
+GRID_FACES = 24
+WORST_FACES = 12
+
+
+def masked_mse(pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the given coordinates only. `pred` (B, 30) normalised, `targets` (B, 15, 3)."""
+    pred = pred.float().view(-1, NUM_KEYPOINTS, 2)
+    weight = targets[..., 2:3].expand_as(pred)
+    return ((pred - targets[..., :2]) ** 2 * weight).sum() / weight.sum().clamp(min=1)
+
+
+class KeypointErrors(Metric):
+    """The lab's metrics, summed across batches (and processes):
+
+    - `score`: 1 / (2 * mean over images of each image's MSE on normalised coordinates) -- the course's score;
+    - `rmse_px`: root of the mean squared error in pixels over all given coordinates -- Kaggle's metric;
+    - `rmse_px_per_keypoint`: the same for each keypoint (x and y together).
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("image_mse_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("images", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("sq_px", torch.zeros(NUM_KEYPOINTS, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("coords", torch.zeros(NUM_KEYPOINTS, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, targets: torch.Tensor) -> None:
+        pred = pred.detach().double().view(-1, NUM_KEYPOINTS, 2)
+        visible = targets[..., 2:3].double().expand_as(pred)
+        sq = (pred - targets[..., :2].double()) ** 2 * visible        # (B, 15, 2), normalised units
+        per_image = visible.sum((1, 2))
+        has = per_image > 0
+        self.image_mse_sum += (sq.sum((1, 2))[has] / per_image[has]).sum()
+        self.images += has.sum()
+        self.sq_px += sq.sum(-1).sum(0) * HALF ** 2
+        self.coords += visible.sum(-1).sum(0)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        mse = self.image_mse_sum / self.images.clamp(min=1)
+        return {"score": (1.0 / (2.0 * mse.clamp(min=1e-12))).float(),
+                "rmse_px": (self.sq_px.sum() / self.coords.sum().clamp(min=1)).sqrt().float(),
+                "rmse_px_per_keypoint": (self.sq_px / self.coords.clamp(min=1)).sqrt().float()}
+
+
+def image_errors_px(pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """RMSE in pixels of each image over its given keypoints, (B,)."""
+    pred = pred.detach().float().view(-1, NUM_KEYPOINTS, 2)
+    visible = targets[..., 2:3].expand_as(pred)
+    sq = ((pred - targets[..., :2]) ** 2 * visible).sum((1, 2)) / visible.sum((1, 2)).clamp(min=1)
+    return sq.sqrt() * HALF
+
+
+class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
+    """Args:
+        arch: "keypointnet" (ours, batch norm) or "lab_cnn" (the course's kind of network).
+        width, dropout: size and regularisation of the network.
+        lr: peak learning rate; with `schedule="onecycle"` it warms up to it and anneals to ~0, with "cosine" it
+            anneals from it.
+        optimizer: "adam" (the course's choice) or "adamw".
+        loss: "mse" (the course's) or "smooth_l1" (less pulled by outliers); both on normalised coordinates with
+            missing keypoints masked out.
+    """
+
+    def __init__(self, arch: Literal["keypointnet", "lab_cnn"] = "keypointnet", width: int = 16,
+                 dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
+                 optimizer: Literal["adam", "adamw"] = "adam",
+                 schedule: Literal["constant", "onecycle", "cosine"] = "constant",
+                 loss: Literal["mse", "smooth_l1"] = "mse", smooth_l1_beta: float = 0.02) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(arch, width=width, dropout=dropout)
+        self.val_errors = KeypointErrors()
+        self.test_errors = KeypointErrors()
+        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 96, 96) in [0, 1] -> (B, 30) normalised (x, y) per keypoint."""
+        return self.model(x)
+
+    def _loss(self, pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.hparams.loss == "mse":
+            return masked_mse(pred, targets)
+        pred = pred.float().view(-1, NUM_KEYPOINTS, 2)
+        weight = targets[..., 2:3].expand_as(pred)
+        per = torch.nn.functional.smooth_l1_loss(pred, targets[..., :2], reduction="none",
+                                                 beta=self.hparams.smooth_l1_beta)
+        return (per * weight).sum() / weight.sum().clamp(min=1)
+
+    def training_step(self, batch, batch_idx):
+        x, targets = batch
+        loss = self._loss(self(x), targets)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, targets = batch
+        pred = self(x)
+        self.val_errors.update(pred, targets)
+        self.log("val/loss", self._loss(pred, targets), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_errors.compute()
+        self.val_errors.reset()
+        self.log("val/score", values["score"], prog_bar=True, sync_dist=False)
+        self.log("val/rmse_px", values["rmse_px"], prog_bar=True, sync_dist=False)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs = []
+
+    def test_step(self, batch, batch_idx):
+        x, targets = batch
+        pred = self(x)
+        self.test_errors.update(pred, targets)
+        self.log("test/loss", self._loss(pred, targets), sync_dist=True)
+        self.test_outputs.append((x.cpu(), pred.detach().float().cpu(), targets.cpu()))
+
+    def on_test_epoch_end(self) -> None:
+        values = self.test_errors.compute()
+        self.test_errors.reset()
+        self.log("test/score", values["score"])
+        self.log("test/rmse_px", values["rmse_px"])
+        for name, value in zip(KEYPOINT_NAMES, values["rmse_px_per_keypoint"]):
+            self.log(f"test/rmse_px/{name}", value)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking and self.test_outputs:
+            folder = Path(self.trainer.default_root_dir)
+            self.write_figures(folder / "figures", values)
+        self.test_outputs = []
+
+    def write_figures(self, folder: Path, values: dict[str, torch.Tensor]) -> None:
+        """Faces with true and predicted keypoints, the worst predictions, per-keypoint errors, curves."""
+        from i2dl.keypoints.figures import plot_keypoint_errors, plot_keypoint_grid
+
+        x = torch.cat([o[0] for o in self.test_outputs])
+        pred = torch.cat([o[1] for o in self.test_outputs])
+        targets = torch.cat([o[2] for o in self.test_outputs])
+        errors = image_errors_px(pred, targets)
+        title = f"test: score {float(values['score']):.0f}, RMSE {float(values['rmse_px']):.2f} px"
+        plot_keypoint_grid(x[:GRID_FACES], pred[:GRID_FACES], targets[:GRID_FACES], folder / "test_predictions.png",
+                           errors[:GRID_FACES], title=f"{title} (green: true, red: predicted)")
+        worst = errors.argsort(descending=True)[:WORST_FACES]
+        plot_keypoint_grid(x[worst], pred[worst], targets[worst], folder / "worst_predictions.png", errors[worst],
+                           title="the worst test predictions (green: true, red: predicted)")
+        plot_keypoint_errors(values["rmse_px_per_keypoint"], folder / "keypoint_errors.png", title=title)
+        plot_curves(csv_metric_files(self.trainer.default_root_dir), folder / "curves.png", title=self.hparams.arch)
+        summary = {"score": float(values["score"]), "rmse_px": float(values["rmse_px"]),
+                   "rmse_px_per_keypoint": dict(zip(KEYPOINT_NAMES, map(float, values["rmse_px_per_keypoint"]))),
+                   "images": len(x)}
+        (folder / "test_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+        optimizer = cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.schedule == "constant":
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        if hp.schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total,
+                                                            pct_start=0.15)
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=hp.lr * 0.01)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
