@@ -1,0 +1,92 @@
+"""`i2dl segmentation fit|validate|test` (LightningCLI), `predict` (colour mask + overlay PNGs) and `export` (ONNX)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from i2dl.data.segmentation import read_rgb
+from i2dl.errors import I2DLError
+from i2dl.export import export_onnx, onnx_max_abs_diff
+from i2dl.segmentation.data import SegmentationDataModule
+from i2dl.segmentation.module import SegmentationModule
+from i2dl.segmentation.viz import colourise, overlay
+from i2dl.training import LabCLI, load_module
+
+HELP = """usage: i2dl segmentation {fit,validate,test,predict,export} ...
+
+  fit|validate|test   LightningCLI, e.g. i2dl segmentation fit -c configs/segmentation/unet_mobilenet_v2_msrc.yaml
+                      (add --ckpt_path last to resume a stopped run)
+  predict             i2dl segmentation predict --ckpt_path runs/segmentation/<run>/checkpoints/best.ckpt photo.jpg
+  export              i2dl segmentation export --ckpt_path ... --output model.onnx
+"""
+
+
+class SegmentationCLI(LabCLI):
+    """LabCLI whose model learns the dataset (classes, colours) from `--data.dataset`."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.link_arguments("data.dataset", "model.dataset")
+
+
+def predict(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="i2dl segmentation predict",
+                                     description="Segment image files; writes <name>_mask.png (class colours) and "
+                                                 "<name>_overlay.png (mask over the photo).")
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `i2dl segmentation fit`")
+    parser.add_argument("--output_dir", default=None, help="default: <run folder>/predictions")
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, BMP, ...)")
+    args = parser.parse_args(argv)
+    module = load_module(SegmentationModule, args.ckpt_path)
+    output_dir = Path(args.output_dir or Path(args.ckpt_path).parent.parent / "predictions")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    names, palette = module.class_names, module.info.palette
+    for path in args.images:
+        image = read_rgb(Path(path))
+        x = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0)
+        with torch.no_grad():
+            pred = module(x).argmax(1)[0].numpy()
+        colour = colourise(pred, palette)
+        stem = Path(path).stem
+        Image.fromarray(colour).save(output_dir / f"{stem}_mask.png")
+        Image.fromarray(overlay(image, colour)).save(output_dir / f"{stem}_overlay.png")
+        ids, counts = np.unique(pred, return_counts=True)
+        top = ", ".join(f"{names[i]} {c / pred.size:.0%}" for i, c in sorted(zip(ids, counts), key=lambda t: -t[1])[:5])
+        print(f"{path}: {top}  -> {output_dir / (stem + '_mask.png')}, {output_dir / (stem + '_overlay.png')}")
+
+
+def export(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="i2dl segmentation export", description="Export a checkpoint to ONNX.")
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--output", default=None, help="default: <checkpoint folder>/../model.onnx")
+    parser.add_argument("--height", type=int, default=224, help="input height the ONNX model is traced for")
+    parser.add_argument("--width", type=int, default=224, help="input width the ONNX model is traced for")
+    args = parser.parse_args(argv)
+    module = load_module(SegmentationModule, args.ckpt_path)
+    output = Path(args.output or Path(args.ckpt_path).parent.parent / "model.onnx")
+    example = torch.rand(2, 3, args.height, args.width)
+    export_onnx(module.model, example, output, output_name="logits")
+    diff = onnx_max_abs_diff(output, module.model, example)
+    if not diff < 1e-3:
+        raise I2DLError(f"{output}: onnxruntime's logits differ from PyTorch's by {diff:.2e}; the export is wrong")
+    print(f"wrote {output} (input: float32 (batch, 3, {args.height}, {args.width}) RGB in [0, 1]; output: logits "
+          f"(batch, {module.info.num_classes}, {args.height}, {args.width}); onnxruntime vs PyTorch max |diff| "
+          f"{diff:.2e})")
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(HELP)
+        sys.exit(0 if argv else 2)
+    if argv[0] == "predict":
+        return predict(argv[1:])
+    if argv[0] == "export":
+        return export(argv[1:])
+    SegmentationCLI("segmentation", SegmentationModule, SegmentationDataModule, monitor="val/miou", mode="max",
+                    args=argv, checkpoint_every_n_steps=50)

@@ -1,0 +1,86 @@
+"""Segmentation figures: masks in the dataset's colours, image / truth / prediction rows, per-class IoU bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from i2dl.data.segmentation import IGNORE_INDEX  # noqa: E402
+
+
+def colourise(mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """Class ids (H, W) -> RGB uint8 (H, W, 3); void / ignored pixels are black."""
+    mask = np.asarray(mask, dtype=np.int64)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    lut[IGNORE_INDEX] = 0
+    return lut[np.clip(mask, 0, 255)]
+
+
+def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend an RGB uint8 image with its colour mask."""
+    return (image.astype(np.float32) * (1 - alpha) + colour_mask.astype(np.float32) * alpha).round().astype(np.uint8)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_segmentation_rows(images: torch.Tensor, targets: torch.Tensor, predictions: torch.Tensor,
+                           classes: Sequence[str], palette: Sequence[Sequence[int]], path: Path,
+                           title: str = "") -> Path:
+    """One row per image: photo, ground truth, prediction (dataset colours, void black), legend of the classes
+    that appear."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(9, 2.6 * n + 0.8), squeeze=False)
+    shown = set()
+    for row in range(n):
+        image = (images[row].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
+        target, pred = targets[row].numpy(), predictions[row].numpy()
+        valid = target != IGNORE_INDEX
+        accuracy = float((pred == target)[valid].mean()) if valid.any() else float("nan")
+        for ax, picture, caption in zip(axes[row], (image, colourise(target, palette), colourise(pred, palette)),
+                                        ("image", "ground truth (void black)", f"prediction ({accuracy:.0%} right)")):
+            ax.imshow(picture)
+            ax.set_title(caption, fontsize=8)
+            ax.axis("off")
+        shown.update(int(c) for c in np.unique(target) if c != IGNORE_INDEX)
+        shown.update(int(c) for c in np.unique(pred))
+    handles = [Patch(color=np.asarray(palette[c]) / 255, label=classes[c]) for c in sorted(shown) if c < len(classes)]
+    handles.append(Patch(color="black", label="void"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_class_iou(iou: torch.Tensor, classes: Sequence[str], palette: Sequence[Sequence[int]], path: Path,
+                   title: str = "") -> Path:
+    """Horizontal bars of the IoU of each class (NaN = class absent from truth and prediction: no bar)."""
+    values = np.asarray(iou, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(classes) + 1))
+    y = np.arange(len(classes))
+    colours = [np.asarray(palette[i]) / 255 for i in range(len(classes))]
+    ax.barh(y, np.nan_to_num(values), color=colours, edgecolor="gray")
+    for i, v in enumerate(values):
+        ax.text((0 if np.isnan(v) else v) + 0.01, i, "absent" if np.isnan(v) else f"{v:.2f}", va="center", fontsize=7)
+    ax.set_yticks(y, classes, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel("IoU")
+    mean = np.nanmean(values) if not np.isnan(values).all() else float("nan")
+    ax.set_title(title or f"per-class IoU (mean {mean:.3f})")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
