@@ -1,0 +1,133 @@
+"""Environments for the RL lab: CartPole and Atari Pong (ale-py ships the ROMs: `gym.register_envs(ale_py)`).
+
+Observation pipelines (`preprocessing`):
+- `none`:  the environment's own observations (CartPole's 4 numbers).
+- `lab`:   the course's Pong preprocessing: crop the playing field, keep every second row/column of the red channel,
+           remove the two background colours, binarise, and feed the *difference* of consecutive frames so the
+           policy can see the ball move. Output (1, 80, 80) float32 in {-1, 0, 1}. The lab plays with frameskip 5.
+- `atari`: the standard Atari preprocessing (`AtariPreprocessing`: no-op starts, max-pooled frame skip 4,
+           84x84 greyscale) followed by a stack of `frame_stack` frames: (frame_stack, 84, 84) uint8.
+
+Vector environments keep gymnasium 1.x's default next-step autoreset: after a step reports terminated/truncated,
+the *next* step of that sub-environment ignores its action and returns the first observation of a new episode with
+reward 0. The algorithms mark those steps invalid (see `ppo.collect_rollout`), so no transition crosses an episode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from i2dl.errors import I2DLError
+
+PREPROCESSINGS = ("none", "lab", "atari")
+
+# The lab's Pong frames: rows 35..194 are the playing field; these red-channel values are background.
+PONG_CROP = slice(35, 195)
+PONG_BACKGROUND = (144, 109)
+
+
+def _register_atari() -> None:
+    import ale_py
+
+    gym.register_envs(ale_py)
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a one-line I2DLError for an environment id gymnasium (with ale-py) does not know."""
+    if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
+        _register_atari()
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise I2DLError(f"unknown environment id {env_id!r} ({err}); try CartPole-v1 or ALE/Pong-v5") from None
+
+
+def is_atari(env_id: str) -> bool:
+    return env_id.startswith("ALE/") or "NoFrameskip" in env_id
+
+
+def preprocess_pong(frame: np.ndarray) -> np.ndarray:
+    """The lab's `preprocess_pong`: (210, 160, 3) uint8 RGB frame -> (80, 80) float32 with 1 where a paddle or the
+    ball is and 0 elsewhere (crop, downsample by 2, background removed, binarised)."""
+    image = frame[PONG_CROP, ::2, 0][::2].copy()  # 160x160 field -> 80x80, red channel
+    for colour in PONG_BACKGROUND:
+        image[image == colour] = 0
+    return (image != 0).astype(np.float32)
+
+
+def pong_change(previous_frame: np.ndarray, current_frame: np.ndarray) -> np.ndarray:
+    """The lab's frame difference: current minus previous preprocessed frame, values in {-1, 0, 1}."""
+    return preprocess_pong(current_frame) - preprocess_pong(previous_frame)
+
+
+class LabPongObservation(gym.Wrapper):
+    """Observation = `pong_change(previous raw frame, current raw frame)` as (1, 80, 80) float32; the first
+    observation of an episode is all zeros (the lab starts with previous = current)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (1, 80, 80), np.float32)
+        self._previous: np.ndarray | None = None
+
+    def reset(self, **kwargs):
+        frame, info = self.env.reset(**kwargs)
+        self._previous = preprocess_pong(frame)
+        return np.zeros((1, 80, 80), np.float32), info
+
+    def step(self, action):
+        frame, reward, terminated, truncated, info = self.env.step(action)
+        current = preprocess_pong(frame)
+        change = (current - self._previous)[None]
+        self._previous = current
+        return change, reward, terminated, truncated, info
+
+
+def make_env(env_id: str, seed: int | None = None, preprocessing: str = "none", frame_stack: int = 4,
+             env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None,
+             record_stats: bool = True) -> gym.Env:
+    """One environment with the chosen observation pipeline (see the module docstring)."""
+    check_env_id(env_id)
+    if preprocessing not in PREPROCESSINGS:
+        raise I2DLError(f"unknown preprocessing {preprocessing!r}; choose from {', '.join(PREPROCESSINGS)}")
+    if preprocessing != "none" and not is_atari(env_id):
+        raise I2DLError(f"preprocessing {preprocessing!r} is for Atari frames, not {env_id!r}; use 'none'")
+    kwargs = dict(env_kwargs or {})
+    if render_mode:
+        kwargs["render_mode"] = render_mode
+    if preprocessing == "atari":
+        kwargs.setdefault("frameskip", 1)  # AtariPreprocessing skips (and max-pools) frames itself
+        kwargs.setdefault("repeat_action_probability", 0.0)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except TypeError as err:
+        raise I2DLError(f"bad env_kwargs {kwargs} for {env_id!r}: {err}") from None
+    if record_stats:
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+    if preprocessing == "lab":
+        env = LabPongObservation(env)
+    elif preprocessing == "atari":
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
+        env = gym.wrappers.FrameStackObservation(env, frame_stack)
+    if seed is not None:
+        env.action_space.seed(seed)
+    return env
+
+
+def make_vector_env(env_id: str, num_envs: int, seed: int, preprocessing: str = "none", frame_stack: int = 4,
+                    env_kwargs: dict[str, Any] | None = None, vectorization: str = "sync") -> gym.vector.VectorEnv:
+    """`num_envs` copies in a gymnasium Sync- or AsyncVectorEnv (next-step autoreset), reset with seeds
+    seed, seed+1, ... by the caller (`envs.reset(seed=seed)` seeds sub-env i with seed+i)."""
+    make_env(env_id, None, preprocessing, frame_stack, env_kwargs).close()  # fail early, in this process
+    thunks: list[Callable[[], gym.Env]] = [
+        (lambda: make_env(env_id, None, preprocessing, frame_stack, env_kwargs)) for _ in range(num_envs)]
+    if vectorization == "sync":
+        envs = gym.vector.SyncVectorEnv(thunks)
+    elif vectorization == "async":
+        envs = gym.vector.AsyncVectorEnv(thunks)
+    else:
+        raise I2DLError(f"unknown vectorization {vectorization!r}; choose sync or async")
+    envs.action_space.seed(seed)
+    return envs
