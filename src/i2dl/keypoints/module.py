@@ -7,6 +7,7 @@ under `test/`, plus `test/rmse_px/<keypoint>` for each of the 15 keypoints; draw
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -177,10 +178,24 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
         optimizer = cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.schedule == "constant":
             return optimizer
-        total = self.trainer.estimated_stepping_batches
-        if hp.schedule == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total,
-                                                            pct_start=0.15)
-        else:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=hp.lr * 0.01)
+        # a LambdaLR keeps only its step count in checkpoints, so a run resumed with more epochs stretches the
+        # schedule instead of failing like OneCycleLR, whose saved total_steps would win
+        factor = LearningRateShape(int(self.trainer.estimated_stepping_batches),
+                                   warmup=0.15 if hp.schedule == "onecycle" else 0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class LearningRateShape:
+    """Multiplier of the peak learning rate at a step: linear warm-up from 1/25 over `warmup` of the steps (the
+    one-cycle shape), then a cosine down to 1/1000."""
+
+    def __init__(self, total_steps: int, warmup: float = 0.15, start: float = 1 / 25, end: float = 1e-3) -> None:
+        self.total, self.warmup_steps = max(1, total_steps), int(max(1, total_steps) * warmup)
+        self.start, self.end = start, end
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.start + (1 - self.start) * step / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total - self.warmup_steps))
+        return self.end + (1 - self.end) * 0.5 * (1 + math.cos(math.pi * progress))
