@@ -1,0 +1,82 @@
+"""Autoencoder lab targets: N=100 MNIST test accuracy of the pretrained classifier (>= 95%, mean and spread over
+seeds, from-scratch baseline beside it) and the wall time of the whole story for N=100 (<= 15 min).
+
+    nice -n 10 .venv/bin/python benchmarks/autoencoder.py --seeds 0 1 2
+
+Each seed runs `i2dl autoencoder run` as a user would (pretraining, fine-tuning, baseline) in a fresh process and
+times it. `--reuse_encoder` pretrains only for the first seed and fine-tunes the later seeds from that encoder (the
+spread then covers the labeled set, the initialisation and the augmentation, not the autoencoder).
+Prints a markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--num_labels", default="100")
+    parser.add_argument("--arch", default="conv", choices=["conv", "fc"])
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--reuse_encoder", action="store_true")
+    parser.add_argument("--out", default="runs/autoencoder/benchmark")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="passed on to `i2dl autoencoder run`")
+    args = parser.parse_args()
+    out = Path(args.out)
+    rows, walls = [], {}
+    encoder = None
+    for seed in args.seeds:
+        run_dir = out / f"{args.arch}_n{args.num_labels}_seed{seed}"
+        cmd = [sys.executable, "-m", "i2dl", "autoencoder", "run", "--dataset", args.dataset, "--arch", args.arch,
+               "--num_labels", args.num_labels, "--seed", str(seed), "--run_dir", str(run_dir), *args.extra]
+        if encoder is not None:
+            cmd += ["--encoder_ckpt", str(encoder)]
+        print("$", " ".join(cmd[1:]), flush=True)
+        start = time.time()
+        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        walls[seed] = time.time() - start
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:])
+            sys.exit(f"seed {seed}: `i2dl autoencoder run` failed with exit status {proc.returncode}")
+        with open(run_dir / "results.csv") as fh:
+            seed_rows = list(csv.DictReader(fh))
+        rows += seed_rows
+        accs = {r["method"]: float(r["test_acc"]) for r in seed_rows}
+        print(f"seed {seed}: pretrained {accs['pretrained']:.2%}, from scratch {accs['from scratch']:.2%}, "
+              f"wall {walls[seed] / 60:.1f} min", flush=True)
+        if args.reuse_encoder and encoder is None:
+            encoder = run_dir / "pretrain" / "checkpoints" / "best.ckpt"
+
+    print(f"\n{args.dataset}, {args.arch} encoder, N={args.num_labels} labels; machine: {os.cpu_count()}-core CPU "
+          f"({platform.processor() or platform.machine()}); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print("| seed | pretrain (s) | fine-tune (s) | from scratch (s) | story wall (min) | pretrained acc | "
+          "from-scratch acc |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for seed in args.seeds:
+        mine = {r["method"]: r for r in rows if int(r["seed"]) == seed}
+        pre, scratch = mine["pretrained"], mine["from scratch"]
+        print(f"| {seed} | {float(pre['pretrain_seconds']):.0f} | {float(pre['seconds']):.0f} | "
+              f"{float(scratch['seconds']):.0f} | {walls[seed] / 60:.1f} | {float(pre['test_acc']):.2%} | "
+              f"{float(scratch['test_acc']):.2%} |")
+    for method in ("pretrained", "from scratch"):
+        accs = [100 * float(r["test_acc"]) for r in rows if r["method"] == method]
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        print(f"\n{method}: mean {statistics.mean(accs):.2f}% ± {sd:.2f} (sd over {len(accs)} seeds), "
+              f"min {min(accs):.2f}%, max {max(accs):.2f}%", end="")
+    print(f"\nstory wall time per seed: " + ", ".join(f"{w / 60:.1f} min" for w in walls.values()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""I2DL autoencoder lab: unsupervised pretraining on MNIST, encoder transfer, few-label fine-tuning."""

@@ -1,0 +1,171 @@
+"""`AutoencoderDataModule`: the few-labels story's splits of MNIST / Fashion-MNIST, held in memory.
+
+From the 60,000 training images: a seeded, class-balanced labeled validation set (`val_size`), a seeded,
+class-balanced labeled training set (`num_labels`), and the unlabeled rest, whose labels are never used.
+`stage="pretrain"` trains on the unlabeled images (the autoencoder sees pixels only); `stage="finetune"` trains on
+the labeled ones. Both validate on the labeled validation set and test on the full 10,000 test images.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+
+from i2dl.data.augment import RandomAffine
+from i2dl.data.idx import DATASETS, load_split
+from i2dl.data.memory import InMemoryBatches
+from i2dl.errors import I2DLError
+
+UNKNOWN_LABEL = -1  # what the pretraining loader yields instead of the unlabeled images' labels
+
+
+def balanced_quotas(available: list[int], total: int, generator: torch.Generator) -> list[int]:
+    """How many images to take per class: as equal as possible, never more than a class has.
+
+    The remainder (and a short class's shortfall) goes to classes in a seeded random order.
+    """
+    quotas = [0] * len(available)
+    left = total
+    while left > 0:
+        open_classes = [c for c in range(len(available)) if quotas[c] < available[c]]
+        share = left // len(open_classes)
+        if share == 0:  # fewer images left than open classes: one more each, in a seeded order
+            order = torch.randperm(len(open_classes), generator=generator).tolist()
+            for k in order[:left]:
+                quotas[open_classes[k]] += 1
+            break
+        for c in open_classes:
+            take = min(share, available[c] - quotas[c])
+            quotas[c] += take
+            left -= take
+    return quotas
+
+
+def balanced_subset(labels: torch.Tensor, pool: torch.Tensor, total: int, num_classes: int,
+                    generator: torch.Generator) -> torch.Tensor:
+    """`total` indices from `pool` (already in a seeded random order), balanced over the classes."""
+    pool_labels = labels[pool].numpy()
+    pool_np = pool.numpy()
+    per_class = [torch.from_numpy(pool_np[pool_labels == c]) for c in range(num_classes)]
+    quotas = balanced_quotas([len(p) for p in per_class], total, generator)
+    chosen = torch.cat([p[:q] for p, q in zip(per_class, quotas)])
+    return chosen[torch.randperm(len(chosen), generator=generator)]
+
+
+def split_indices(labels: torch.Tensor, num_labels: int, val_size: int, seed: int,
+                  num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(labeled, validation, unlabeled)` indices into the training images; impossible sizes are I2DLErrors."""
+    n = len(labels)
+    if num_labels < 0 or val_size < 0:
+        raise I2DLError(f"num_labels={num_labels}, val_size={val_size}: sizes must not be negative")
+    if val_size < num_classes:
+        raise I2DLError(f"val_size={val_size}: the labeled validation set needs at least one image per class "
+                        f"({num_classes})")
+    if num_labels < num_classes:
+        raise I2DLError(f"num_labels={num_labels}: need at least one labeled image per class ({num_classes}); "
+                        f"use {num_classes} or more")
+    if num_labels + val_size > n:
+        raise I2DLError(f"num_labels={num_labels}: only {n - val_size} training images are left after the "
+                        f"validation set of {val_size} (of {n}); use num_labels <= {n - val_size}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    val = balanced_subset(labels, order, val_size, num_classes, generator)
+    rest = order[_not_in(order, val, n)]
+    labeled = balanced_subset(labels, rest, num_labels, num_classes, generator)
+    unlabeled = rest[_not_in(rest, labeled, n)]
+    return labeled, val, unlabeled
+
+
+def _not_in(index: torch.Tensor, taken: torch.Tensor, n: int) -> torch.Tensor:
+    """Mask of the entries of `index` (values in 0..n-1) that are not in `taken` (faster than torch.isin)."""
+    free = torch.ones(n, dtype=torch.bool)
+    free[taken] = False
+    return free[index]
+
+
+class AutoencoderDataModule(L.LightningDataModule):
+    """Args:
+        dataset: "mnist" or "fashion-mnist".
+        data_dir: folder holding `<dataset>/` (default `$I2DL_DATA`, else `~/.cache/i2dl`).
+        stage: "pretrain" (train on the unlabeled images) or "finetune" (train on the `num_labels` labeled ones).
+        num_labels: size of the labeled training set (class-balanced, seeded); "all" = every non-validation image.
+        val_size: size of the labeled validation set (class-balanced, seeded).
+        seed: seed of the splits, the shuffling and the augmentation.
+        batch_size: training batch size (capped at the training set's size).
+        samples_per_epoch: a small labeled set is repeated (each copy augmented differently) until an epoch
+            holds at least this many images, so that tiny sets do not pay a validation pass per optimiser step.
+        augment: random rotation/scale/shift (`RandomAffine`) on training batches.
+        unlabeled_limit: use only this many unlabeled images (tests, quick looks); None = all.
+        download: fetch missing files from the public mirrors.
+    """
+
+    def __init__(self, dataset: Literal["mnist", "fashion-mnist"] = "mnist", data_dir: str | None = None,
+                 stage: Literal["pretrain", "finetune"] = "finetune", num_labels: int | Literal["all"] = 100,
+                 val_size: int = 100, seed: int = 0, batch_size: int = 128, eval_batch_size: int = 1000,
+                 samples_per_epoch: int = 2000, augment: bool = True, max_rotation: float = 15.0,
+                 max_scale: float = 0.15, max_shift: float = 0.12, hflip: bool = False,
+                 unlabeled_limit: int | None = None, download: bool = True) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if dataset not in DATASETS:
+            raise I2DLError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+        if stage not in ("pretrain", "finetune"):
+            raise I2DLError(f"stage={stage!r}: choose 'pretrain' or 'finetune'")
+        if not (num_labels == "all" or (isinstance(num_labels, int) and not isinstance(num_labels, bool))):
+            raise I2DLError(f"num_labels={num_labels!r}: give a whole number or 'all'")
+        self.classes = list(DATASETS[dataset].classes)
+        self.labeled = self.val = self.unlabeled = self.test = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def prepare_data(self) -> None:
+        for split in ("train", "test"):
+            load_split(self.hparams.dataset, split, self.hparams.data_dir, self.hparams.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if self.labeled is None:
+            images, labels = load_split(hp.dataset, "train", hp.data_dir, hp.download)
+            num_labels = len(images) - hp.val_size if hp.num_labels == "all" else hp.num_labels
+            labeled, val, unlabeled = split_indices(labels, num_labels, hp.val_size, hp.seed, self.num_classes)
+            if hp.unlabeled_limit is not None:
+                unlabeled = unlabeled[: hp.unlabeled_limit]
+            self.labeled = (images[labeled], labels[labeled])
+            self.val = (images[val], labels[val])
+            self.unlabeled = (images[unlabeled], torch.full((len(unlabeled),), UNKNOWN_LABEL, dtype=torch.long))
+        if self.test is None and stage in (None, "test", "predict"):
+            self.test = load_split(hp.dataset, "test", hp.data_dir, hp.download)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> InMemoryBatches:
+        hp = self.hparams
+        images, labels = self.unlabeled if hp.stage == "pretrain" else self.labeled
+        if len(images) == 0:
+            raise I2DLError(f"no {'unlabeled' if hp.stage == 'pretrain' else 'labeled'} training images are left "
+                            f"with num_labels={hp.num_labels}, val_size={hp.val_size}")
+        repeats = max(1, math.ceil(hp.samples_per_epoch / len(images))) if hp.stage == "finetune" else 1
+        if repeats > 1:
+            images, labels = images.repeat(repeats, 1, 1), labels.repeat(repeats)
+        transform = RandomAffine(hp.max_rotation, hp.max_scale, hp.max_shift, hp.hflip) if hp.augment else None
+        rank, world = self._rank()
+        batch_size = min(hp.batch_size, len(images) // world)
+        return InMemoryBatches(images, labels, batch_size=batch_size, shuffle=True, seed=hp.seed, drop_last=True,
+                               transform=transform, rank=rank, world_size=world)
+
+    def _eval_loader(self, data) -> InMemoryBatches:
+        rank, world = self._rank()
+        return InMemoryBatches(*data, batch_size=self.hparams.eval_batch_size, rank=rank, world_size=world)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self._eval_loader(self.val)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self._eval_loader(self.test)

@@ -1,0 +1,241 @@
+"""LightningModules of the lab: `AutoencoderModule` (stage 1, reconstruction) and `EncoderClassifier` (stage 2,
+encoder + small head on the few labels, from a pretrained encoder or from scratch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from i2dl.autoencoder.model import Autoencoder, Classifier, resolved_width
+from i2dl.errors import CheckpointError
+from i2dl.training import CompatibleCheckpoints, check_state_dict_compatible, csv_metric_files, load_checkpoint
+from i2dl.viz import plot_confusion_matrix, plot_curves
+
+GRID_IMAGES = 16
+
+
+def _optimizer(param_groups: list[dict], lr: float, weight_decay: float, schedule: str, total_steps: int):
+    optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
+    if schedule == "constant":
+        return optimizer
+    # at least 20 steps: OneCycleLR cannot split fewer into warm-up and annealing (tiny smoke runs)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in param_groups],
+                                                    total_steps=max(int(total_steps), 20), pct_start=0.1)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _tensorboard(trainer):
+    for logger in trainer.loggers:
+        if hasattr(logger.experiment, "add_image"):
+            return logger.experiment
+    return None
+
+
+class AutoencoderModule(CompatibleCheckpoints, L.LightningModule):
+    """Stage 1: an autoencoder trained to reconstruct the unlabeled images (labels are never looked at).
+
+    Args:
+        arch: "fc" (the course's fully connected encoder/decoder) or "conv" (ours).
+        latent_dim: size of the code the encoder produces (the course uses 20).
+        width: conv channels of the first stage ("conv", default 16) or units of the first hidden layer ("fc",
+            default 256).
+        loss: "mse" (the course's) or "bce" (per-pixel binary cross-entropy) reconstruction loss.
+        lr, weight_decay, schedule: AdamW; "onecycle" warms up to `lr` and anneals to ~0.
+    Logs `train/loss`, `val/loss`, `test/loss` (the reconstruction loss) and, each validation, a grid of validation
+    images and their reconstructions to TensorBoard. At test end it draws `figures/reconstructions.png` and
+    `figures/latent_pca.png` (the test set's codes, first two principal components, coloured by the true label).
+    """
+
+    def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
+                 loss: Literal["mse", "bce"] = "mse", lr: float = 2e-3, weight_decay: float = 0.0,
+                 schedule: Literal["constant", "onecycle"] = "onecycle") -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = Autoencoder(arch, latent_dim, width)
+        self.test_codes: list[torch.Tensor] = []
+        self.test_labels: list[torch.Tensor] = []
+        self.test_examples: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.loss == "bce":
+            return F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x)
+        return F.mse_loss(x_hat, x)
+
+    def training_step(self, batch, batch_idx):
+        x, _ = batch  # the unlabeled images' labels are placeholders (-1) and are not used
+        loss = self.reconstruction_loss(self(x), x)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, _ = batch
+        x_hat = self(x)
+        self.log("val/loss", self.reconstruction_loss(x_hat, x), prog_bar=True, sync_dist=True)
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_grid(x[:GRID_IMAGES], x_hat[:GRID_IMAGES])
+
+    def _log_grid(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
+        writer = _tensorboard(self.trainer) if self.trainer.is_global_zero else None
+        if writer is None:
+            return
+        import torchvision
+
+        grid = torchvision.utils.make_grid(torch.cat([x, x_hat]).cpu(), nrow=len(x), pad_value=0.5)
+        writer.add_image("val/reconstructions", grid, self.global_step)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_codes, self.test_labels, self.test_examples = [], [], None
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        z = self.model.encoder(x)
+        x_hat = self.model.decoder(z)
+        self.log("test/loss", self.reconstruction_loss(x_hat, x), sync_dist=True)
+        self.test_codes.append(z.cpu())
+        self.test_labels.append(y.cpu())
+        if batch_idx == 0:
+            self.test_examples = torch.stack([x[:GRID_IMAGES].cpu(), x_hat[:GRID_IMAGES].cpu()])
+
+    def on_test_epoch_end(self) -> None:
+        if self.trainer.is_global_zero and self.test_codes:
+            from i2dl.autoencoder.figures import plot_latent_pca, plot_reconstructions
+
+            folder = Path(self.trainer.default_root_dir) / "figures"
+            names = getattr(getattr(self.trainer, "datamodule", None), "classes", None)
+            if self.test_examples is not None:
+                plot_reconstructions(self.test_examples[0], self.test_examples[1], folder / "reconstructions.png",
+                                     title=f"{self.hparams.arch} autoencoder, latent {self.hparams.latent_dim}: "
+                                           "test inputs (top) and reconstructions (bottom)")
+            plot_latent_pca(torch.cat(self.test_codes), torch.cat(self.test_labels), folder / "latent_pca.png",
+                            class_names=names, title=f"{self.hparams.arch} encoder: test codes, PCA")
+            plot_curves(csv_metric_files(self.trainer.default_root_dir), folder / "curves.png",
+                        title=f"{self.hparams.arch} autoencoder")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        total = self.trainer.estimated_stepping_batches if hp.schedule == "onecycle" else 0
+        return _optimizer([{"params": self.parameters(), "lr": hp.lr}], hp.lr, hp.weight_decay, hp.schedule, total)
+
+
+def load_pretrained_encoder(path: str | Path, arch: str, latent_dim: int,
+                            width: int | None = None) -> dict[str, torch.Tensor]:
+    """The encoder weights of an `AutoencoderModule` checkpoint, checked against the classifier's encoder."""
+    checkpoint = load_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if "state_dict" not in checkpoint or "arch" not in hparams or "latent_dim" not in hparams:
+        raise CheckpointError(f"{path}: not an autoencoder checkpoint of `i2dl autoencoder pretrain` "
+                              "(no arch/latent_dim hyper-parameters)")
+    found = {"arch": hparams["arch"], "latent_dim": hparams["latent_dim"],
+             "width": resolved_width(hparams["arch"], hparams.get("width"))}
+    wanted = {"arch": arch, "latent_dim": latent_dim, "width": resolved_width(arch, width)}
+    differ = [k for k in found if found[k] != wanted[k]]
+    if differ:
+        raise CheckpointError(f"{path}: the encoder checkpoint has " + ", ".join(f"{k}={found[k]!r}" for k in differ)
+                              + " but this classifier has " + ", ".join(f"{k}={wanted[k]!r}" for k in differ)
+                              + "; set " + ", ".join(f"--model.{k}" for k in differ) + " to match")
+    prefix = "model.encoder."
+    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    if not weights:
+        raise CheckpointError(f"{path}: holds no encoder weights ({prefix}*)")
+    return weights
+
+
+class EncoderClassifier(CompatibleCheckpoints, L.LightningModule):
+    """Stage 2: encoder + small head trained with cross-entropy on the few labels.
+
+    Args:
+        arch, latent_dim, width: the encoder (must match the pretrained checkpoint's).
+        encoder_ckpt: an `AutoencoderModule` checkpoint whose encoder starts the classifier; None = from scratch.
+        encoder_mode: "full" (fine-tune everything at `lr`), "lower_lr" (encoder at `lr * encoder_lr_ratio`),
+            "frozen" (only the head learns; the encoder, batch-norm statistics included, stays as pretrained).
+        lr, weight_decay, schedule, label_smoothing: AdamW and cross-entropy settings.
+        head_hidden, dropout: the head (latent -> hidden -> classes).
+    Logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`; draws the confusion matrix at test end.
+    """
+
+    def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
+                 num_classes: int = 10, encoder_ckpt: str | None = None,
+                 encoder_mode: Literal["full", "lower_lr", "frozen"] = "lower_lr", encoder_lr_ratio: float = 0.1,
+                 lr: float = 1e-3, weight_decay: float = 1e-4, schedule: Literal["constant", "onecycle"] = "onecycle",
+                 label_smoothing: float = 0.1, head_hidden: int = 64, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = Classifier(arch, latent_dim, num_classes, hidden=head_hidden, dropout=dropout, width=width)
+        self.encoder_loaded = False
+        if encoder_mode == "frozen":
+            self.model.encoder.requires_grad_(False)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def load_encoder(self) -> None:
+        """Copy the pretrained encoder in (once). A checkpoint of this classifier, when resuming or testing,
+        is restored after this and wins; rebuilding from a classifier checkpoint never reads `encoder_ckpt`."""
+        hp = self.hparams
+        if hp.encoder_ckpt and not self.encoder_loaded:
+            weights = load_pretrained_encoder(hp.encoder_ckpt, hp.arch, hp.latent_dim, hp.width)
+            check_state_dict_compatible(self.model.encoder.state_dict(), weights, str(hp.encoder_ckpt))
+            self.model.encoder.load_state_dict(weights)
+            self.encoder_loaded = True
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.load_encoder()
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.encoder_mode == "frozen":
+            self.model.encoder.eval()  # keep the pretrained batch-norm statistics
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.test_acc(logits, y)
+        self.test_confusion.update(logits, y)
+        self.log("test/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log("test/acc", self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
+        if self.trainer.is_global_zero:
+            folder = Path(self.trainer.default_root_dir) / "figures"
+            names = getattr(getattr(self.trainer, "datamodule", None), "classes", None) or \
+                [str(i) for i in range(self.hparams.num_classes)]
+            start = "pretrained" if self.hparams.encoder_ckpt else "from scratch"
+            plot_confusion_matrix(matrix, names, folder / "confusion_matrix.png",
+                                  title=f"{start}: {int(matrix.trace())}/{int(matrix.sum())} test images correct")
+            plot_curves(csv_metric_files(self.trainer.default_root_dir), folder / "curves.png", title=start)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        head = {"params": self.model.head.parameters(), "lr": hp.lr}
+        groups = [head]
+        if hp.encoder_mode != "frozen":
+            ratio = hp.encoder_lr_ratio if (hp.encoder_mode == "lower_lr" and hp.encoder_ckpt) else 1.0
+            groups.insert(0, {"params": self.model.encoder.parameters(), "lr": hp.lr * ratio})
+        total = self.trainer.estimated_stepping_batches if hp.schedule == "onecycle" else 0
+        return _optimizer(groups, hp.lr, hp.weight_decay, hp.schedule, total)
