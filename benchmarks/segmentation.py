@@ -30,7 +30,7 @@ CONFIGS = REPO / "configs" / "segmentation"
 
 # name -> (config, epochs, extra CLI arguments, what it measures)
 RUNS: dict[str, tuple[str, int, list[str], str]] = {
-    "msrc_unet_mobilenet_v2": ("unet_mobilenet_v2_msrc.yaml", 40, [],
+    "msrc_unet_mobilenet_v2": ("unet_mobilenet_v2_msrc.yaml", 16, [],
                                "(b) ImageNet MobileNetV2 + U-Net decoder, MSRC-v2; target course acc >= 85%"),
     "camvid_unet_mobilenet_v2": ("unet_mobilenet_v2_camvid.yaml", 60, [],
                                  "(b) ImageNet MobileNetV2 + U-Net decoder, CamVid; target mIoU >= 55 at 360x480"),
@@ -86,6 +86,7 @@ def run(name: str, epochs: int | None = None) -> int:
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
     cmd = [sys.executable, "-m", "i2dl", "segmentation", "fit", "-c", str(CONFIGS / config), "--run_dir", str(run_dir),
            "--trainer.max_epochs", str(epochs or default_epochs), "--trainer.enable_progress_bar", "false",
+           "--trainer.log_every_n_steps", "10",
            "--test_after_fit", "false", *extra] + (["--ckpt_path", "last"] if resume else [])
     print(("resuming " if resume else "starting ") + " ".join(cmd), flush=True)
     with WallClock(run_dir):

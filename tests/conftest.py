@@ -25,6 +25,7 @@ def shared_data() -> Path:
 def _isolated_runs(tmp_path, monkeypatch):
     """Each test writes its run folders under its own tmp dir, never into the repo."""
     monkeypatch.setenv("I2DL_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("I2DL_DATA", str(SHARED_DATA))
     monkeypatch.setattr("i2dl.training.RUNS_ROOT", tmp_path / "runs", raising=False)
 
 
@@ -34,3 +35,20 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path
     full_env = {**os.environ, "I2DL_DATA": str(SHARED_DATA), **(env or {})}
     return subprocess.run([sys.executable, "-m", "i2dl", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd or REPO)
+
+
+def run_main(*args: str) -> tuple[int, str, str]:
+    """Run `i2dl ...` in this process (no interpreter start-up); returns (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from i2dl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()

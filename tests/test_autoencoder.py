@@ -248,3 +248,12 @@ def test_notebook_runs_with_tiny_settings(tmp_path, monkeypatch):
 def test_every_config_is_covered_by_a_test():
     names = {p.name for p in (REPO / "configs" / "autoencoder").glob("*.yaml")}
     assert names == {"pretrain_conv.yaml", "pretrain_fc.yaml", "finetune_conv.yaml", "finetune_fc.yaml"}
+
+
+def test_fashion_mnist_uses_the_same_splits():
+    if not list(__import__("pathlib").Path("/usr/share/datasets/fashion-mnist").glob("*idx*")):
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    dm = AutoencoderDataModule(dataset="fashion-mnist", num_labels=30, val_size=20, download=False)
+    dm.setup("fit")
+    assert dm.classes[0] == "T-shirt/top" and len(dm.labeled[0]) == 30
+    assert torch.bincount(dm.labeled[1], minlength=10).tolist() == [3] * 10

@@ -3,9 +3,11 @@ checkpoint/model compatibility checks, and the headline a finished command print
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,8 @@ class LabCLI(LightningCLI):
                                  "(default: runs/<lab>/<config file name>)")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After `fit`, evaluate the best checkpoint on the test split and draw the figures")
+        parser.add_argument("--checkpoint_every_n_steps", type=int, default=self.checkpoint_every_n_steps,
+                            help="Also refresh checkpoints/last.ckpt every this many optimiser steps (mid-epoch)")
 
     def run_dir(self) -> Path:
         config = self.config[self.subcommand]
@@ -151,7 +155,7 @@ class LabCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         kwargs["default_root_dir"] = str(run_dir)
         if trainer_config.get("logger") in (None, True):
-            kwargs["logger"] = [TensorBoardLogger(run_dir, name="tensorboard"), CSVLogger(run_dir, name="csv")]
+            kwargs["logger"] = [TensorBoardLogger(run_dir, name="tensorboard"), CSVLogger(run_dir, name="csv", flush_logs_every_n_steps=50)]
         if not trainer_config.get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         self.trainer_defaults["callbacks"] = [
@@ -159,20 +163,36 @@ class LabCLI(LightningCLI):
                             mode=self.mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
                             enable_version_counter=False),
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last-step", save_last=True, save_top_k=0,
-                            every_n_train_steps=self.checkpoint_every_n_steps, enable_version_counter=False),
+                            every_n_train_steps=self.config[self.subcommand].checkpoint_every_n_steps,
+                            enable_version_counter=False),
         ]
         return super().instantiate_trainer(**kwargs)
 
     # --- what a finished command prints -------------------------------------------------------------
     def _headline(self, title: str) -> None:
+        """Print the final metrics and write them to `<run_dir>/results.json` (merged with earlier stages)."""
         if not self.trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if "/" in k and v.numel() == 1}
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("_step"))
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+                   if "/" in k and v.numel() == 1 and not k.endswith("_step")}
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         print(f"\n{title}: {shown}")
         print(f"run folder: {self.trainer.default_root_dir}")
+        results_path = Path(self.trainer.default_root_dir) / "results.json"
+        results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+        results.update(metrics)
+        results.update({"epochs": self.trainer.current_epoch, "global_step": self.trainer.global_step})
+        if self._fit_seconds is not None:
+            results["fit_seconds"] = round(self._fit_seconds, 2)
+        results_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+    _fit_seconds: float | None = None
+
+    def before_fit(self) -> None:
+        self._fit_started = time.perf_counter()
 
     def after_fit(self) -> None:
+        self._fit_seconds = time.perf_counter() - self._fit_started
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         if self.config[self.subcommand].get("test_after_fit") and best and self.datamodule is not None:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False)

@@ -14,9 +14,6 @@ import torch
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
-# Lightning fetches one batch ahead of the one being trained on; a mid-epoch state must not count it.
-LIGHTNING_PREFETCH = 1
-
 
 class InMemoryBatches:
     """Iterates `(images float [0, 1] (B, 1, H, W), labels)` batches from uint8 `images` (N, H, W)."""
@@ -69,10 +66,8 @@ class InMemoryBatches:
         return {"epoch": self.epoch - 1, "yielded": self._yielded, "batches": len(self)}
 
     def load_state_dict(self, state: dict) -> None:
-        consumed = state["yielded"] - LIGHTNING_PREFETCH
-        if state["yielded"] >= state["batches"] or consumed <= 0:
-            # saved at an epoch's end (or before its first step finished): the next epoch starts fresh
-            self.epoch = state["epoch"] + (1 if state["yielded"] >= state["batches"] else 0)
-            self._start = 0
+        # Lightning does not prefetch from a loader that has a length, so `yielded` batches were trained on
+        if state["yielded"] >= state["batches"]:  # saved at an epoch's end: the next epoch starts fresh
+            self.epoch, self._start = state["epoch"] + 1, 0
         else:
-            self.epoch, self._start = state["epoch"], consumed
+            self.epoch, self._start = state["epoch"], state["yielded"]

@@ -15,6 +15,7 @@ from i2dl.training import CompatibleCheckpoints, csv_metric_files
 from i2dl.viz import plot_confusion_matrix, plot_curves, plot_image_grid
 
 GRID_IMAGES = 40
+GRID_WRONG = 8
 
 
 class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
@@ -37,7 +38,7 @@ class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
-        self.test_examples: list[torch.Tensor] = []
+        self.test_examples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.class_names = [str(i) for i in range(num_classes)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,9 +67,16 @@ class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
         self.test_confusion.update(logits, y)
         self.log("test/loss", F.cross_entropy(logits, y), sync_dist=True)
         self.log("test/acc", self.test_acc)
+        # the grid shows the first test images, then misclassified ones from anywhere in the test set
+        probs = logits.softmax(-1)
+        keep = torch.zeros(len(x), dtype=torch.bool)
         if batch_idx == 0:
-            probs = logits.softmax(-1)
-            self.test_examples = [x[:GRID_IMAGES].cpu(), y[:GRID_IMAGES].cpu(), probs[:GRID_IMAGES].cpu()]
+            keep[: GRID_IMAGES - GRID_WRONG] = True
+        wrong = (probs.argmax(-1) != y).cpu() & ~keep
+        room = GRID_IMAGES - sum(len(part[0]) for part in self.test_examples) - int(keep.sum())
+        keep[wrong.nonzero().flatten()[: max(room, 0)]] = True
+        if keep.any():
+            self.test_examples.append((x[keep].cpu(), y[keep].cpu(), probs[keep].cpu()))
 
     def on_test_epoch_end(self) -> None:
         matrix = self.test_confusion.compute().cpu()
@@ -83,7 +91,7 @@ class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
         if datamodule is not None and hasattr(datamodule, "classes"):
             names = datamodule.classes
         if self.test_examples:
-            x, y, probs = self.test_examples
+            x, y, probs = (torch.cat(parts) for parts in zip(*self.test_examples))
             conf, pred = probs.max(-1)
             titles = [f"{names[p]} {c:.0%}" + ("" if p == t else f"\n(true {names[t]})")
                       for p, c, t in zip(pred.tolist(), conf.tolist(), y.tolist())]

@@ -28,10 +28,12 @@ def load_image_gray(path: str | Path) -> np.ndarray:
 
 def to_mnist_format(gray: np.ndarray) -> torch.Tensor:
     """(1, 28, 28) float tensor in [0, 1], white ink on black, centred like MNIST."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.mean() > 0.5:  # dark ink on light paper: invert
+    def border(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+
+    if border(gray).mean() > 0.5:  # dark ink on light paper: invert
         gray = 1.0 - gray
-    gray = np.clip((gray - np.median(border if border.mean() <= 0.5 else 1 - border)) * 1.0, 0, None)
+    gray = np.clip(gray - np.median(border(gray)), 0, None)  # paper becomes 0
     if gray.max() > 0:
         gray = gray / gray.max()
     ink = gray > 0.2

@@ -43,6 +43,14 @@ class LabKeypointCNN(nn.Sequential):
         )
 
 
+class FloatLinear(nn.Linear):
+    """A linear layer that stays float32 under bf16 autocast: bf16 outputs would be quantised to ~0.2 pixel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 class KeypointNet(nn.Sequential):
     """Ours: a strided stem to 48x48, then three stages of (stride-2 conv, conv) with batch norm down to 6x6,
     flattened (keeps where things are, unlike global pooling) into one linear layer. About 24M multiply-adds
@@ -56,7 +64,7 @@ class KeypointNet(nn.Sequential):
             conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w),    # -> 24
             conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w),  # -> 12
             conv_bn(4 * w, 8 * w, 2), conv_bn(8 * w, 8 * w),  # -> 6
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(8 * w * (IMAGE_SIZE // 16) ** 2, 2 * num_keypoints),
+            nn.Flatten(), nn.Dropout(dropout), FloatLinear(8 * w * (IMAGE_SIZE // 16) ** 2, 2 * num_keypoints),
         )
 
 

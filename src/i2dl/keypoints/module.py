@@ -84,22 +84,28 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
         optimizer: "adam" (the course's choice) or "adamw".
         loss: "mse" (the course's) or "smooth_l1" (less pulled by outliers); both on normalised coordinates with
             missing keypoints masked out.
+        channels_last: NHWC memory layout, the fast one for oneDNN's bf16 kernels.
     """
 
     def __init__(self, arch: Literal["keypointnet", "lab_cnn"] = "keypointnet", width: int = 16,
                  dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
                  optimizer: Literal["adam", "adamw"] = "adam",
                  schedule: Literal["constant", "onecycle", "cosine"] = "constant",
-                 loss: Literal["mse", "smooth_l1"] = "mse", smooth_l1_beta: float = 0.02) -> None:
+                 loss: Literal["mse", "smooth_l1"] = "mse", smooth_l1_beta: float = 0.02,
+                 channels_last: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(arch, width=width, dropout=dropout)
+        if channels_last:  # with bf16-mixed on a CPU with AMX, about 2x faster per step (measured, 1 thread)
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.val_errors = KeypointErrors()
         self.test_errors = KeypointErrors()
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, 96, 96) in [0, 1] -> (B, 30) normalised (x, y) per keypoint."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def _loss(self, pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -257,8 +257,13 @@ def record(argv: list[str]) -> None:
         raise I2DLError(f"{output}: choose a .gif or .mp4 file name")
     network, env, checkpoint = load_agent(args.ckpt_path, render_mode="rgb_array")
     frames: list[np.ndarray] = []
-    returns = run_episodes(network, env, args.episodes, args.seed, greedy=not args.sampled, frames=frames,
-                           max_frames=args.max_frames)
+    import gymnasium as gym
+
+    try:
+        returns = run_episodes(network, env, args.episodes, args.seed, greedy=not args.sampled, frames=frames,
+                               max_frames=args.max_frames)
+    except gym.error.DependencyNotInstalled as err:
+        raise I2DLError(f"cannot draw {checkpoint['config']['env_id']}: {err} (or pip install 'i2dl[video]')") from None
     env.close()
     write_video(frames, output, args.fps)
     print(f"wrote {output} ({len(frames)} frames, returns {' '.join(f'{r:.0f}' for r in returns)})")

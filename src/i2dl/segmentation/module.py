@@ -12,6 +12,7 @@ Metrics (void / Unlabelled / padding ignored everywhere):
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -74,7 +75,8 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         aux_weight: weight of the auxiliary head's loss (DeepLabV3, FCN), as in torchvision's reference (0.5).
         freeze_backbone_epochs: train only the new layers for this many epochs, then everything.
         backbone_lr_factor: the backbone's learning rate is `lr * backbone_lr_factor`.
-        schedule: "constant", "cosine" or "onecycle" (per step, over the whole run).
+        schedule: "constant", or per step over the whole run: "cosine" (5% warm-up, cosine decay) or "onecycle"
+            (20% warm-up, cosine decay).
     """
 
     def __init__(self, dataset: Literal["msrc_v2", "camvid"] = "msrc_v2",
@@ -230,12 +232,15 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
             optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.schedule == "constant":
             return optimizer
+        # Recomputed whenever training (re)starts, so a resumed run may be given more epochs than it began with.
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        if hp.schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
-                                                            total_steps=total, pct_start=0.05,
-                                                            anneal_strategy="cos", div_factor=10)
-        else:
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
-                                                            total_steps=total, pct_start=0.2)
+        warmup = max(1, int(total * (0.05 if hp.schedule == "cosine" else 0.2)))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return 0.1 + 0.9 * step / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

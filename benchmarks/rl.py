@@ -1,0 +1,189 @@
+"""Benchmarks of the RL lab (issue targets), each printing a markdown table.
+
+    python benchmarks/rl.py cartpole [--reinforce_episodes 500] [--eval_episodes 100]
+        REINFORCE with the lab's settings and PPO (configs/rl/*_cartpole.yaml): training steps and wall time, the
+        first environment step where an episode reached 500, and the greedy mean return over 100 episodes with
+        distinct seeds (targets: REINFORCE >= 475; PPO 500 within 100k steps and <= 2 minutes).
+    python benchmarks/rl.py pong-throughput [--seconds 20]
+        Environment steps per second of Pong alone (the lab's preprocessing, the Atari preprocessing with sync and
+        async vector envs) and of PPO training (a few updates of configs/rl/ppo_pong.yaml).
+    python benchmarks/rl.py pong-report --run_dir runs/rl/ppo_pong [--games 10]
+        Score against environment steps and wall time of a (background, resumable) Pong run from its episodes.csv,
+        and the mean score of its last checkpoint over N evaluation games.
+
+Run niced on a shared machine: `nice -n 10 python benchmarks/rl.py cartpole`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_RUNS = REPO / "runs" / "bench" / "rl"
+
+
+def machine() -> str:
+    import os
+
+    return f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+
+
+def load_config(name: str, **overrides):
+    from i2dl.rl.cli import build_config
+
+    values = yaml.safe_load((REPO / "configs" / "rl" / f"{name}.yaml").read_text())
+    algo = values.pop("algo")
+    args = [item for key, value in overrides.items() for item in (f"--{key}", str(value))]
+    return algo, build_config(algo, values, args, name)
+
+
+def evaluate(run_dir: Path, episodes: int, greedy: bool = True, seed: int = 10_000) -> list[float]:
+    from i2dl.rl.cli import load_agent, run_episodes
+
+    network, env, _ = load_agent(str(run_dir))
+    returns = run_episodes(network, env, episodes, seed, greedy=greedy)
+    env.close()
+    return returns
+
+
+def first_step_reaching(run_dir: Path, value: float) -> int | None:
+    from i2dl.rl.runs import read_episodes
+
+    episodes = read_episodes(run_dir)
+    hits = np.flatnonzero(episodes["episode_return"] >= value)
+    return int(episodes["step"][hits[0]]) if len(hits) else None
+
+
+def cartpole(args) -> None:
+    from i2dl.rl import ppo, reinforce
+
+    rows = []
+    for name, module, overrides, target in (
+            ("reinforce_cartpole", reinforce, {"episodes": args.reinforce_episodes}, "eval mean >= 475"),
+            ("ppo_cartpole", ppo, {}, "500 within 100k steps, <= 120 s")):
+        _, cfg = load_config(name, tensorboard="false", **overrides)
+        run_dir = BENCH_RUNS / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        started = time.perf_counter()
+        summary = module.train(cfg, run_dir)
+        wall = time.perf_counter() - started
+        returns = np.array(evaluate(run_dir, args.eval_episodes))
+        first = first_step_reaching(run_dir, 500)
+        if name.startswith("ppo"):
+            reached = returns.mean() >= 500 and summary["global_step"] <= 100_000 and wall <= 120
+        else:
+            reached = returns.mean() >= 475
+        rows.append((name, summary["global_step"], f"{wall:.0f}", first if first is not None else "never",
+                     f"{returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.0f})", target,
+                     "yes" if reached else "no"))
+        print(f"{name}: done in {wall:.0f} s", flush=True)
+    print(f"\n{machine()}, {args.eval_episodes} greedy evaluation episodes with seeds 10000, 10001, ...\n")
+    print("| run | env steps | train wall (s) | first step with return 500 | eval return | target | reached |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row) + " |")
+
+
+def steps_per_second(envs, seconds: float, vector: bool) -> float:
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        if vector:
+            envs.step(envs.action_space.sample())
+            steps += envs.num_envs
+        else:
+            _, _, terminated, truncated, _ = envs.step(envs.action_space.sample())
+            steps += 1
+            if terminated or truncated:
+                envs.reset()
+    return steps / (time.perf_counter() - started)
+
+
+def pong_throughput(args) -> None:
+    from i2dl.rl import ppo
+    from i2dl.rl.envs import make_env, make_vector_env
+
+    lab_kwargs = {"frameskip": 5, "repeat_action_probability": 0.0}
+    rows = []
+    env = make_env("ALE/Pong-v5", 0, "none", env_kwargs=lab_kwargs)
+    env.reset(seed=0)
+    rows.append(("raw frames (210x160x3), frameskip 5", "1 env", steps_per_second(env, args.seconds, False)))
+    env = make_env("ALE/Pong-v5", 0, "lab", env_kwargs=lab_kwargs)
+    env.reset(seed=0)
+    rows.append(("lab preprocessing (80x80 difference), frameskip 5", "1 env",
+                 steps_per_second(env, args.seconds, False)))
+    for vectorization in ("sync", "async"):
+        envs = make_vector_env("ALE/Pong-v5", 8, 0, "atari", vectorization=vectorization)
+        envs.reset(seed=0)
+        rows.append(("Atari preprocessing (4x84x84), frameskip 4", f"8 envs, {vectorization}",
+                     steps_per_second(envs, args.seconds, True)))
+        envs.close()
+    _, cfg = load_config("ppo_pong", total_steps=3 * 1024, tensorboard="false", checkpoint_every=100)
+    run_dir = BENCH_RUNS / "ppo_pong_throughput"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    started = time.perf_counter()
+    summary = ppo.train(cfg, run_dir)
+    rows.append(("PPO training (configs/rl/ppo_pong.yaml, 3 updates)", "8 envs, sync",
+                 summary["global_step"] / (time.perf_counter() - started)))
+    print(f"\n{machine()}, torch threads {torch.get_num_threads()}\n")
+    print("| what | envs | agent steps/s |")
+    print("|---|---|---|")
+    for what, envs_, sps in rows:
+        print(f"| {what} | {envs_} | {sps:.0f} |")
+
+
+def pong_report(args) -> None:
+    from i2dl.rl.runs import load_checkpoint, read_episodes
+
+    run_dir = Path(args.run_dir)
+    episodes = read_episodes(run_dir)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    print(f"\n{run_dir}: {checkpoint['algo']}, {checkpoint['global_step']} environment steps, "
+          f"{checkpoint['wall_time'] / 60:.0f} min of training at the last checkpoint, {len(episodes['step'])} games")
+    print("\n| games | up to env step | up to wall time (min) | mean score | points won |")
+    print("|---|---|---|---|---|")
+    n = len(episodes["step"])
+    for chunk in np.array_split(np.arange(n), min(args.rows, n)) if n else []:
+        scores = episodes["episode_return"][chunk]
+        won = episodes["points_won"][chunk].sum() / max(1, (episodes["points_won"] + episodes["points_lost"])[chunk].sum())
+        print(f"| {chunk[0] + 1}-{chunk[-1] + 1} | {int(episodes['step'][chunk[-1]])} | "
+              f"{episodes['wall_time'][chunk[-1]] / 60:.0f} | {scores.mean():.1f} | {100 * won:.0f}% |")
+    if args.games:
+        started = time.perf_counter()
+        scores = np.array(evaluate(run_dir, args.games, greedy=not args.sampled))
+        print(f"\nlast checkpoint, {args.games} evaluation games ({'sampled' if args.sampled else 'greedy'} actions): "
+              f"mean score {scores.mean():.1f} ± {scores.std():.1f} (scores {' '.join(f'{s:.0f}' for s in scores)}), "
+              f"{time.perf_counter() - started:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("cartpole")
+    p.add_argument("--reinforce_episodes", type=int, default=500)
+    p.add_argument("--eval_episodes", type=int, default=100)
+    p = sub.add_parser("pong-throughput")
+    p.add_argument("--seconds", type=float, default=20)
+    p = sub.add_parser("pong-report")
+    p.add_argument("--run_dir", default="runs/rl/ppo_pong")
+    p.add_argument("--games", type=int, default=10)
+    p.add_argument("--sampled", action="store_true")
+    p.add_argument("--rows", type=int, default=8)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    {"cartpole": cartpole, "pong-throughput": pong_throughput, "pong-report": pong_report}[args.what](args)
+    print(f"\n(command: python benchmarks/rl.py {' '.join(sys.argv[1:])}; wall time "
+          f"{time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

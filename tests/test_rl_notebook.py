@@ -1,0 +1,26 @@
+"""notebooks/rl.ipynb runs end to end with tiny settings (I2DL_NOTEBOOK_SMOKE=1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_rl_notebook_executes(monkeypatch, tmp_path):
+    monkeypatch.setenv("I2DL_NOTEBOOK_SMOKE", "1")
+    monkeypatch.setenv("I2DL_RUNS", str(tmp_path / "runs"))
+    nb = nbformat.read(REPO / "notebooks" / "rl.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "smoke settings" in outputs and "greedy evaluation: mean" in outputs
+    assert "values of the difference: [-1.  0.  1.]" in outputs or "values of the difference: [" in outputs
+    assert "(4, 84, 84) uint8" in outputs
+    runs = tmp_path / "runs" / "rl" / "notebook"
+    assert (runs / "ppo_cartpole" / "checkpoints" / "last.pt").exists()
+    assert (runs / "cartpole.gif").stat().st_size > 1000
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
