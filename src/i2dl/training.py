@@ -194,8 +194,9 @@ class LabCLI(LightningCLI):
     def after_fit(self) -> None:
         self._fit_seconds = time.perf_counter() - self._fit_started
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-        if self.config[self.subcommand].get("test_after_fit") and best and self.datamodule is not None:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False)
+        if self.config[self.subcommand].get("test_after_fit") and self.datamodule is not None:
+            # the best checkpoint when validation chose one, else the weights as they are
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
         self._headline("fit finished")
         if best and self.trainer.is_global_zero:
             print(f"best checkpoint: {best}")
