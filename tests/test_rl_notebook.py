@@ -17,7 +17,7 @@ def test_rl_notebook_executes(monkeypatch, tmp_path):
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     outputs = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "smoke settings" in outputs and "greedy evaluation: mean" in outputs
-    assert "values of the difference: [-1.  0.  1.]" in outputs or "values of the difference: [" in outputs
+    assert "values of the difference: [" in outputs
     assert "(4, 84, 84) uint8" in outputs
     runs = tmp_path / "runs" / "rl" / "notebook"
     assert (runs / "ppo_cartpole" / "checkpoints" / "last.pt").exists()

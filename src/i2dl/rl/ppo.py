@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from i2dl.rl.envs import make_vector_env
-from i2dl.rl.runs import (EpisodeTracker, RunLogger, last_checkpoint, plot_learning_curve, plot_win_percentage,
+from i2dl.rl.runs import (BestCheckpoint, EpisodeTracker, RunLogger, last_checkpoint, plot_learning_curve, plot_win_percentage,
                           rng_states, save_checkpoint, seed_everything, start_run)
 
 ALGO = "ppo"
@@ -317,18 +317,23 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
     if checkpoint:
         log.episode_count = checkpoint["episodes"]
 
+    best = BestCheckpoint(run_dir, best=checkpoint.get("best_mean_return", -np.inf) if checkpoint else -np.inf)
+    recent: list[float] = list(checkpoint.get("recent_returns", [])) if checkpoint else []
+
+    def state() -> dict[str, Any]:
+        return {"algo": ALGO, "config": config, "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
+                "global_step": global_step, "iteration": iteration, "episodes": log.episode_count,
+                "wall_time": log.wall_time(), "rng": rng_states(), "best_mean_return": best.best,
+                "recent_returns": recent[-best.window:]}
+
     def write_checkpoint() -> None:
-        save_checkpoint({"algo": ALGO, "config": config, "model": agent.state_dict(),
-                         "optimizer": optimizer.state_dict(), "global_step": global_step, "iteration": iteration,
-                         "episodes": log.episode_count, "wall_time": log.wall_time(), "rng": rng_states()},
-                        last_checkpoint(run_dir))
+        save_checkpoint(state(), last_checkpoint(run_dir))
 
     # A resumed run starts fresh episodes (an environment's state is not saved), with seeds that depend on where
     # it resumes, so that it does not replay the episodes it already saw.
     next_obs, _ = envs.reset(seed=cfg.seed + iteration * cfg.num_envs)
     autoreset = np.zeros(cfg.num_envs, dtype=bool)
     tracker = EpisodeTracker(cfg.num_envs)
-    recent: list[float] = []
 
     def on_episode(step: int, episode: dict) -> None:
         recent.append(episode["episode_return"])
@@ -353,6 +358,7 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         metrics = ppo_update(agent, optimizer, rollout, advantages, returns, cfg, device)
         sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
         log.update(global_step, **{"charts/learning_rate": lr, "charts/sps": sps, **metrics})
+        best.update(recent, state)
         if iteration % cfg.checkpoint_every == 0 or iteration == num_iterations:
             write_checkpoint()
         if iteration % 10 == 0 or iteration == num_iterations:

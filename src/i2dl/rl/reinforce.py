@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from i2dl.rl.envs import make_env
-from i2dl.rl.runs import (RunLogger, last_checkpoint, plot_learning_curve, plot_win_percentage, rng_states,
+from i2dl.rl.runs import (BestCheckpoint, RunLogger, last_checkpoint, plot_learning_curve, plot_win_percentage, rng_states,
                           save_checkpoint, seed_everything, start_run)
 
 ALGO = "reinforce"
@@ -177,19 +177,24 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
     policy = build_network(config, env.observation_space.shape, int(env.action_space.n)).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
     checkpoint = start_run(run_dir, ALGO, config, policy, optimizer, resume)
+    returns: list[float] = list(checkpoint.get("recent_returns", [])) if checkpoint else []
     episode = checkpoint["episode"] if checkpoint else 0
     global_step = checkpoint["global_step"] if checkpoint else 0
     log = RunLogger(run_dir, ["loss", "sps"], resume_step=global_step if checkpoint else None,
                     wall_time_before=checkpoint["wall_time"] if checkpoint else 0.0, tensorboard=cfg.tensorboard)
     log.episode_count = episode
 
+    best = BestCheckpoint(run_dir, best=checkpoint.get("best_mean_return", -np.inf) if checkpoint else -np.inf)
+
+    def state() -> dict[str, Any]:
+        return {"algo": ALGO, "config": config, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
+                "global_step": global_step, "episode": episode, "wall_time": log.wall_time(), "rng": rng_states(),
+                "best_mean_return": best.best, "recent_returns": returns[-best.window:]}
+
     def write_checkpoint() -> None:
-        save_checkpoint({"algo": ALGO, "config": config, "model": policy.state_dict(),
-                         "optimizer": optimizer.state_dict(), "global_step": global_step, "episode": episode,
-                         "wall_time": log.wall_time(), "rng": rng_states()}, last_checkpoint(run_dir))
+        save_checkpoint(state(), last_checkpoint(run_dir))
 
     start_step, start_time = global_step, time.perf_counter()
-    returns: list[float] = []
     while episode < cfg.episodes:
         memory = play_episode(env, policy, cfg.seed + episode, device)
         rewards = memory["rewards"]
@@ -208,6 +213,7 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
 
         sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
         log.update(global_step, loss=loss.item(), sps=sps)
+        best.update(returns, state)
         if episode % cfg.checkpoint_every == 0 or episode == cfg.episodes:
             write_checkpoint()
         if episode % 10 == 0 or episode == cfg.episodes:

@@ -14,7 +14,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -319,3 +319,21 @@ def start_run(run_dir: Path, algo: str, config: dict[str, Any], network: nn.Modu
     with open(run_dir / "config.yaml", "w") as fh:
         yaml.safe_dump({"algo": algo, **config}, fh, sort_keys=False)
     return checkpoint
+
+
+class BestCheckpoint:
+    """Keeps `checkpoints/best.pt`: the network whenever the mean return of the last `window` finished episodes
+    reaches a new maximum (policy-gradient training is noisy; this is the agent to evaluate)."""
+
+    def __init__(self, run_dir: Path, window: int = 20, best: float = -float("inf")) -> None:
+        self.path, self.window, self.best = Path(run_dir) / "checkpoints" / "best.pt", window, best
+
+    def update(self, returns: list[float], payload: Callable[[], dict[str, Any]]) -> bool:
+        if len(returns) < self.window:
+            return False
+        mean = float(np.mean(returns[-self.window:]))
+        if mean <= self.best:
+            return False
+        self.best = mean
+        save_checkpoint({**payload(), "best_mean_return": mean}, self.path)
+        return True
