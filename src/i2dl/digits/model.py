@@ -47,7 +47,7 @@ def conv_bn(cin: int, cout: int) -> nn.Sequential:
 class DigitNet(nn.Sequential):
     """Ours, for the accuracy target: two VGG-style stages with batch norm, a third conv, global pooling."""
 
-    def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.1) -> None:
+    def __init__(self, num_classes: int = 10, width: int = 16, dropout: float = 0.1) -> None:
         w = width
         super().__init__(
             Normalize(),

@@ -30,7 +30,7 @@ class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
     def __init__(self, arch: Literal["lab_fc", "lab_cnn", "digitnet"] = "lab_cnn", num_classes: int = 10,
                  lr: float = 1e-3, weight_decay: float = 0.0, optimizer: Literal["adam", "adamw", "sgd"] = "adam",
                  schedule: Literal["constant", "onecycle"] = "constant", label_smoothing: float = 0.0,
-                 width: int = 32, dropout: float = 0.1) -> None:
+                 width: int = 16, dropout: float = 0.1) -> None:
         super().__init__()
         self.save_hyperparameters()
         extra = {"width": width, "dropout": dropout} if arch == "digitnet" else {}
