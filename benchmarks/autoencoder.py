@@ -7,6 +7,10 @@ Each seed runs `i2dl autoencoder run` as a user would (pretraining, fine-tuning,
 times it. `--reuse_encoder` pretrains only for the first seed and fine-tunes the later seeds from that encoder (the
 spread then covers the labeled set, the initialisation and the augmentation, not the autoencoder).
 Prints a markdown table for docs/benchmarks.md.
+
+`--plain` runs the same recipe as a plain PyTorch loop instead (no Lightning, no run folders; the pretraining draws
+random batches with replacement and every fine-tuning step sees all N labels, augmented): the reference used to
+choose the recipe, and a check that the Lightning stages add no accuracy loss of their own.
 """
 
 from __future__ import annotations
@@ -24,6 +28,69 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def plain(seed: int, num_labels: int, latent: int = 32, width: int = 16, epochs: float = 2.0,
+          augment_pretraining: bool = True, steps: int = 1000, ratio: float = 0.1, lr: float = 1e-3) -> dict:
+    """The story in a plain PyTorch loop: test accuracy of pretrained and from-scratch, and the seconds each took."""
+    import torch
+    import torch.nn.functional as F
+
+    from i2dl.autoencoder.data import split_indices
+    from i2dl.autoencoder.model import Autoencoder, Classifier
+    from i2dl.data.augment import RandomAffine
+    from i2dl.data.idx import load_split
+
+    X, Y = load_split("mnist", "train")
+    Xt, Yt = load_split("mnist", "test")
+    labeled, _, unlabeled = split_indices(Y, num_labels, 100, seed, 10)
+    g = torch.Generator().manual_seed(seed)
+    aug = RandomAffine(15, 0.15, 0.12)
+    xt = Xt.unsqueeze(1).float() / 255
+
+    def accuracy(model) -> float:
+        model.eval()
+        with torch.no_grad():
+            correct = sum(int((model(xt[i:i + 2000]).argmax(1) == Yt[i:i + 2000]).sum()) for i in range(0, 10000, 2000))
+        return correct / 10000
+
+    result = {}
+    start = time.time()
+    ae = Autoencoder("conv", latent, width)
+    opt = torch.optim.Adam(ae.parameters(), 2e-3)
+    total = int(epochs * len(unlabeled) / 128)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=total, pct_start=0.1)
+    for _ in range(total):
+        x = X[unlabeled[torch.randint(len(unlabeled), (128,), generator=g)]].unsqueeze(1).float() / 255
+        if augment_pretraining:
+            x = aug(x, g)
+        loss = F.mse_loss(ae(x), x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    result["pretrain_seconds"] = time.time() - start
+    xl, yl = X[labeled].unsqueeze(1).float() / 255, Y[labeled]
+    for method in ("pretrained", "from scratch"):
+        start = time.time()
+        torch.manual_seed(seed)
+        clf = Classifier("conv", latent, width=width)
+        encoder_lr = lr
+        if method == "pretrained":
+            clf.encoder.load_state_dict(ae.encoder.state_dict())
+            encoder_lr = lr * ratio
+        opt = torch.optim.AdamW([{"params": clf.encoder.parameters(), "lr": encoder_lr},
+                                 {"params": clf.head.parameters(), "lr": lr}], weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, [encoder_lr, lr], total_steps=steps, pct_start=0.1)
+        for _ in range(steps):
+            loss = F.cross_entropy(clf(aug(xl, g)), yl, label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        result[method] = accuracy(clf)
+        result[f"{method} seconds"] = time.time() - start
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -33,8 +100,20 @@ def main() -> None:
     parser.add_argument("--reuse_encoder", action="store_true")
     parser.add_argument("--out", default="runs/autoencoder/benchmark")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="passed on to `i2dl autoencoder run`")
+    parser.add_argument("--plain", action="store_true", help="the same recipe in a plain PyTorch loop")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.plain:
+        print("| seed | pretrain (s) | fine-tune (s) | from scratch (s) | pretrained acc | from-scratch acc |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for seed in args.seeds:
+            r = plain(seed, int(args.num_labels))
+            print(f"| {seed} | {r['pretrain_seconds']:.0f} | {r['pretrained seconds']:.0f} | "
+                  f"{r['from scratch seconds']:.0f} | {r['pretrained']:.2%} | {r['from scratch']:.2%} |", flush=True)
+        return
+    shared = REPO.parent / "shared" / "data"
+    if not os.environ.get("I2DL_DATA") and (shared / "mnist").is_dir():
+        os.environ["I2DL_DATA"] = str(shared)  # as the Makefile does: the offline copy of the real data
     rows, walls = [], {}
     encoder = None
     for seed in args.seeds:

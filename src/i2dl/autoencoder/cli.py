@@ -139,8 +139,9 @@ def run_finetune(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path 
     start = time.time()
     cli = finetune(argv)
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if v.numel() == 1}
-    return {"test_acc": metrics.get("test/acc", float("nan")), "val_acc": metrics.get("val/acc", float("nan")),
-            "seconds": time.time() - start}
+    best_val = cli.trainer.checkpoint_callback.best_model_score  # val/acc of the checkpoint that was tested
+    return {"test_acc": metrics.get("test/acc", float("nan")),
+            "val_acc": float(best_val) if best_val is not None else float("nan"), "seconds": time.time() - start}
 
 
 def story(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path | None = None) -> list[dict]:
