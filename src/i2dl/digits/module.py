@@ -106,16 +106,22 @@ class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
         checkpoint["class_names"] = list(getattr(datamodule, "classes", self.class_names))
 
     def configure_optimizers(self):
-        hp = self.hparams
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=0.9, nesterov=True,
-                                        weight_decay=hp.weight_decay)
-        else:
-            cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-            optimizer = cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.schedule == "constant":
+        optimizer, scheduler = build_optimizer(self, self.trainer.estimated_stepping_batches)
+        if scheduler is None:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr,
-                                                        total_steps=self.trainer.estimated_stepping_batches,
-                                                        pct_start=0.2)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def build_optimizer(module: DigitClassifier, total_steps: int):
+    """The optimiser and (for `schedule="onecycle"`) the per-step LR schedule a module's hyper-parameters ask for."""
+    hp = module.hparams
+    if hp.optimizer == "sgd":
+        optimizer = torch.optim.SGD(module.parameters(), lr=hp.lr, momentum=0.9, nesterov=True,
+                                    weight_decay=hp.weight_decay)
+    else:
+        cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+        optimizer = cls(module.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    if hp.schedule == "constant":
+        return optimizer, None
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=int(total_steps),
+                                                          pct_start=0.2)
