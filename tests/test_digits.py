@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, SHARED_DATA, run_main
-from i2dl.data.idx import load_split
+from i2dl.data.idx import FASHION_MNIST, load_split
 from i2dl.data.memory import InMemoryBatches
 from i2dl.digits.model import build_model
 from i2dl.digits.predict import to_mnist_format
@@ -84,8 +84,10 @@ def test_in_memory_batches_resume_mid_epoch_with_the_same_order():
     assert [y.tolist() for _, y in resumed] == full[5:]
 
 
-@pytest.mark.parametrize("config", ["fc", "cnn", "best"])
+@pytest.mark.parametrize("config", sorted(p.stem for p in (REPO / "configs" / "digits").glob("*.yaml")))
 def test_every_config_trains_and_fills_its_run_folder(config, tmp_path, shared_data):
+    if "fashion" in config and not Path(FASHION_MNIST.system_dirs[0]).is_dir():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist; .ci/run does)")
     run_dir = tmp_path / config
     results = fit(run_dir, "-c", f"configs/digits/{config}.yaml", "--trainer.max_epochs", "1",
                   "--trainer.limit_train_batches", "3")
