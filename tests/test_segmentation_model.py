@@ -62,7 +62,8 @@ def test_our_checkpoint_of_another_dataset_fine_tunes_with_a_new_head(tmp_path):
     torch.manual_seed(3)
     camvid = TorchvisionSegmenter("lraspp_mobilenet_v3_large", num_classes=11)
     path = tmp_path / "camvid.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in camvid.state_dict().items()},
+    state = {f"model.{k}": v for k, v in camvid.state_dict().items()} | {"class_weights": torch.ones(11)}
+    torch.save({"state_dict": state,
                 "hyper_parameters": {"dataset": "camvid"}}, path)
     msrc = TorchvisionSegmenter("lraspp_mobilenet_v3_large", num_classes=23, weights=str(path))
     report = msrc.load_pretrained()

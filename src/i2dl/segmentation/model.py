@@ -74,7 +74,8 @@ def read_state_dict(path: str | Path, strip_prefixes: Sequence[str] = ()) -> dic
     except Exception as err:  # pickle/zip errors come in many types
         raise CheckpointError(f"{path}: not a readable weights file ({type(err).__name__}: {err})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = {k.removeprefix("model."): v for k, v in obj["state_dict"].items()}
+        # the network's tensors only (a LightningModule's own buffers, such as class weights, are not weights)
+        obj = {k.removeprefix("model."): v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # torchvision reference-script checkpoints
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()) or not obj:
