@@ -76,7 +76,7 @@ class KeypointAugment:
     """
 
     def __init__(self, hflip: bool = True, max_rotation: float = 10.0, max_scale: float = 0.1,
-                 max_shift: float = 0.05, brightness: float = 0.2, contrast: float = 0.2, group_size: int = 4) -> None:
+                 max_shift: float = 0.05, brightness: float = 0.2, contrast: float = 0.2, group_size: int = 8) -> None:
         self.group_size = group_size
         steps: list = [HorizontalFlipKeypoints(0.5)] if hflip else []
         if max_rotation or max_scale or max_shift:
