@@ -17,6 +17,7 @@ Run niced on a shared machine: `nice -n 10 python benchmarks/rl.py cartpole`.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
@@ -32,8 +33,6 @@ BENCH_RUNS = REPO / "runs" / "bench" / "rl"
 
 
 def machine() -> str:
-    import os
-
     return f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
 
 
@@ -67,8 +66,13 @@ def first_step_reaching(run_dir: Path, value: float) -> int | None:
 def cartpole(args) -> None:
     from i2dl.rl import ppo, reinforce
 
-    runs = [(f"reinforce_cartpole", reinforce, {"episodes": n}, "eval mean >= 475") for n in args.reinforce_episodes]
-    runs.append(("ppo_cartpole", ppo, {}, "500 within 100k steps, <= 120 s"))
+    runs = [(f"reinforce_cartpole", reinforce, {"episodes": n}, "eval mean >= 475") for n in args.reinforce_episodes
+            if "reinforce" in args.algos]
+    if "ppo" in args.algos:
+        runs.append(("ppo_cartpole", ppo, {}, "500 within 100k steps, <= 120 s"))
+    header = ("| run | checkpoint | env steps | train wall (s) | first step with return 500 | eval return | target | "
+              "reached |\n|---|---|---|---|---|---|---|---|")
+    print(header, flush=True)
     rows = []
     for name, module, overrides, target in runs:
         _, cfg = load_config(name, tensorboard="false", **overrides)
@@ -89,12 +93,10 @@ def cartpole(args) -> None:
                          first if first is not None else "never",
                          f"{returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.0f})", target,
                          "yes" if reached else "no"))
-        print(f"{label}: trained in {wall:.0f} s", flush=True)
+            print("| " + " | ".join(str(v) for v in rows[-1]) + " |", flush=True)
     print(f"\n{machine()}, {args.eval_episodes} greedy evaluation episodes with seeds 10000, 10001, ...; "
           f"best.pt = the network when the mean of the last 20 training episodes peaked\n")
-    print("| run | checkpoint | env steps | train wall (s) | first step with return 500 | eval return | target | "
-          "reached |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(header)
     for row in rows:
         print("| " + " | ".join(str(v) for v in row) + " |")
 
@@ -132,14 +134,15 @@ def pong_throughput(args) -> None:
         rows.append(("Atari preprocessing (4x84x84), frameskip 4", f"8 envs, {vectorization}",
                      steps_per_second(envs, args.seconds, True)))
         envs.close()
-    _, cfg = load_config("ppo_pong", total_steps=3 * 1024, tensorboard="false", checkpoint_every=100)
+    _, cfg = load_config("ppo_pong", total_steps=args.train_updates * 1024, tensorboard="false", checkpoint_every=100)
     run_dir = BENCH_RUNS / "ppo_pong_throughput"
     shutil.rmtree(run_dir, ignore_errors=True)
     started = time.perf_counter()
     summary = ppo.train(cfg, run_dir)
-    rows.append(("PPO training (configs/rl/ppo_pong.yaml, 3 updates)", "8 envs, sync",
+    rows.append((f"PPO training (configs/rl/ppo_pong.yaml, {args.train_updates} updates)", "8 envs, sync",
                  summary["global_step"] / (time.perf_counter() - started)))
-    print(f"\n{machine()}, torch threads {torch.get_num_threads()}\n")
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\n{machine()}, torch threads {torch.get_num_threads()}, load average while measuring {load}\n")
     print("| what | envs | agent steps/s |")
     print("|---|---|---|")
     for what, envs_, sps in rows:
@@ -177,8 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reinforce_episodes", type=int, nargs="+", default=[500],
                    help="REINFORCE training lengths to run (the lab: 500)")
     p.add_argument("--eval_episodes", type=int, default=100)
+    p.add_argument("--algos", nargs="+", default=["reinforce", "ppo"], choices=["reinforce", "ppo"])
     p = sub.add_parser("pong-throughput")
     p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--train_updates", type=int, default=3, help="PPO updates of 1024 steps to time")
     p = sub.add_parser("pong-report")
     p.add_argument("--run_dir", default="runs/rl/ppo_pong")
     p.add_argument("--games", type=int, default=10)
