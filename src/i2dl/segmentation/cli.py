@@ -49,7 +49,7 @@ def predict(argv: list[str]) -> None:
     names, palette = module.class_names, module.info.palette
     for path in args.images:
         image = read_rgb(Path(path))
-        x = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0)
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
         with torch.no_grad():
             pred = module(x).argmax(1)[0].numpy()
         colour = colourise(pred, palette)
