@@ -4,6 +4,7 @@ checkpoint/model compatibility checks, and the headline a finished command print
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -61,6 +62,30 @@ class CompatibleCheckpoints:
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:  # called before the weights are loaded
         check_state_dict_compatible(self.state_dict(), checkpoint.get("state_dict", {}), "the checkpoint")
+
+
+def total_training_steps(trainer: L.Trainer) -> int:
+    """The optimiser steps a `fit` will take, for LR schedules (what `trainer.estimated_stepping_batches` gives).
+
+    Lightning's property builds the fit loop's train loader when `configure_optimizers` runs, which is before a
+    checkpoint is restored; that loader then never receives its saved state, so a run resumed mid-epoch would
+    start the epoch over. Counting the batches from a fresh loader leaves the fit loop alone.
+    """
+    source = trainer.datamodule if trainer.datamodule is not None else trainer.lightning_module
+    loader = source.train_dataloader()
+    try:
+        batches = len(loader)
+    except TypeError:
+        return int(trainer.estimated_stepping_batches)
+    if isinstance(loader, torch.utils.data.DataLoader) and trainer.world_size > 1:
+        batches = math.ceil(batches / trainer.world_size)  # Lightning adds a DistributedSampler
+    limit = trainer.limit_train_batches
+    batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+    total = per_epoch * trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        total = min(total, trainer.max_steps)
+    return max(1, int(total))
 
 
 def load_checkpoint(path: str | Path) -> dict:

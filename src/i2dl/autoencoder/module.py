@@ -13,7 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from i2dl.autoencoder.model import Autoencoder, Classifier, resolved_width
 from i2dl.errors import CheckpointError
-from i2dl.training import CompatibleCheckpoints, check_state_dict_compatible, csv_metric_files, load_checkpoint
+from i2dl.training import (CompatibleCheckpoints, check_state_dict_compatible, csv_metric_files, load_checkpoint,
+                           total_training_steps)
 from i2dl.viz import plot_confusion_matrix, plot_curves
 
 GRID_IMAGES = 16
@@ -121,7 +122,7 @@ class AutoencoderModule(CompatibleCheckpoints, L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        total = self.trainer.estimated_stepping_batches if hp.schedule == "onecycle" else 0
+        total = total_training_steps(self.trainer) if hp.schedule == "onecycle" else 0
         return _optimizer([{"params": self.parameters(), "lr": hp.lr}], hp.lr, hp.weight_decay, hp.schedule, total)
 
 
@@ -237,5 +238,5 @@ class EncoderClassifier(CompatibleCheckpoints, L.LightningModule):
         if hp.encoder_mode != "frozen":
             ratio = hp.encoder_lr_ratio if (hp.encoder_mode == "lower_lr" and hp.encoder_ckpt) else 1.0
             groups.insert(0, {"params": self.model.encoder.parameters(), "lr": hp.lr * ratio})
-        total = self.trainer.estimated_stepping_batches if hp.schedule == "onecycle" else 0
+        total = total_training_steps(self.trainer) if hp.schedule == "onecycle" else 0
         return _optimizer(groups, hp.lr, hp.weight_decay, hp.schedule, total)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from i2dl.digits.model import build_model
-from i2dl.training import CompatibleCheckpoints, csv_metric_files
+from i2dl.training import CompatibleCheckpoints, csv_metric_files, total_training_steps
 from i2dl.viz import plot_confusion_matrix, plot_curves, plot_image_grid
 
 GRID_IMAGES = 40
@@ -106,7 +106,7 @@ class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
         checkpoint["class_names"] = list(getattr(datamodule, "classes", self.class_names))
 
     def configure_optimizers(self):
-        optimizer, scheduler = build_optimizer(self, self.trainer.estimated_stepping_batches)
+        optimizer, scheduler = build_optimizer(self, total_training_steps(self.trainer))
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

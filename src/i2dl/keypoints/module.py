@@ -18,7 +18,7 @@ from torchmetrics import Metric
 from i2dl.data.faces import KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.keypoints.data import HALF
 from i2dl.keypoints.model import build_model
-from i2dl.training import CompatibleCheckpoints, csv_metric_files
+from i2dl.training import CompatibleCheckpoints, csv_metric_files, total_training_steps
 from i2dl.viz import plot_curves
 
 GRID_FACES = 24
@@ -186,7 +186,7 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
             return optimizer
         # a LambdaLR keeps only its step count in checkpoints, so a run resumed with more epochs stretches the
         # schedule instead of failing like OneCycleLR, whose saved total_steps would win
-        factor = LearningRateShape(int(self.trainer.estimated_stepping_batches),
+        factor = LearningRateShape(total_training_steps(self.trainer),
                                    warmup=0.15 if hp.schedule == "onecycle" else 0.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

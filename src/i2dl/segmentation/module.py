@@ -25,7 +25,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from i2dl.data.segmentation import DATASETS, IGNORE_INDEX
 from i2dl.segmentation.model import build_segmenter
 from i2dl.segmentation.viz import plot_class_iou, plot_segmentation_rows
-from i2dl.training import CompatibleCheckpoints, csv_metric_files
+from i2dl.training import CompatibleCheckpoints, csv_metric_files, total_training_steps
 from i2dl.viz import plot_curves
 
 FIGURE_ROWS = 4
@@ -233,7 +233,7 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         if hp.schedule == "constant":
             return optimizer
         # Recomputed whenever training (re)starts, so a resumed run may be given more epochs than it began with.
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, total_training_steps(self.trainer))
         warmup = max(1, int(total * (0.05 if hp.schedule == "cosine" else 0.2)))
 
         def factor(step: int) -> float:
