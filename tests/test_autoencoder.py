@@ -112,7 +112,7 @@ def _autoencoder_checkpoint(path: Path, arch: str, latent: int) -> AutoencoderMo
     return module
 
 
-def test_pretrained_encoder_is_loaded_and_modes_set_learning_rates(tmp_path):
+def test_pretrained_encoder_is_loaded_and_modes_set_learning_rates(tmp_path, monkeypatch):
     ae = _autoencoder_checkpoint(tmp_path / "ae.ckpt", "conv", 32)
     clf = EncoderClassifier(arch="conv", latent_dim=32, encoder_ckpt=str(tmp_path / "ae.ckpt"))
     first = "1.0.weight"  # the first convolution (after Normalize)
@@ -122,7 +122,9 @@ def test_pretrained_encoder_is_loaded_and_modes_set_learning_rates(tmp_path):
         assert torch.equal(clf.model.encoder.state_dict()[key], value), key
 
     class FakeTrainer:
-        estimated_stepping_batches = 10
+        pass
+
+    monkeypatch.setattr("i2dl.autoencoder.module.total_training_steps", lambda trainer: 10)
 
     clf._trainer = FakeTrainer()
     groups = clf.configure_optimizers()["optimizer"].param_groups
