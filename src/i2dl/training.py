@@ -11,7 +11,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -231,3 +231,19 @@ class LabCLI(LightningCLI):
 
     def after_test(self) -> None:
         self._headline("test")
+
+
+def dispatch(argv: list[str], usage: str, commands: dict[str, Callable[[list[str]], None]],
+             default: Callable[[list[str]], None] | None = None) -> None:
+    """A lab's `main`: `-h` prints `usage`, `commands[argv[0]]` runs with the rest, anything else goes to
+    `default` (the lab's LightningCLI) or is an unknown-command error with exit status 2."""
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(usage)
+        sys.exit(0 if argv else 2)
+    if argv[0] in commands:
+        return commands[argv[0]](argv[1:])
+    if default is None:
+        print(f"{usage.splitlines()[0]}\nerror: unknown command {argv[0]!r}; choose from {', '.join(commands)}",
+              file=sys.stderr)
+        sys.exit(2)
+    return default(argv)

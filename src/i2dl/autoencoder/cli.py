@@ -15,7 +15,7 @@ from i2dl.autoencoder.figures import plot_accuracy_vs_labels
 from i2dl.autoencoder.module import AutoencoderModule, EncoderClassifier
 from i2dl.data.idx import DATASETS, load_split
 from i2dl.errors import I2DLError
-from i2dl.training import RUNS_ROOT, LabCLI
+from i2dl.training import RUNS_ROOT, LabCLI, dispatch
 
 HELP = """usage: i2dl autoencoder {pretrain,finetune,run,sweep} ...
 
@@ -228,13 +228,4 @@ def sweep(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] in {"-h", "--help"}:
-        print(HELP)
-        sys.exit(0 if argv else 2)
-    command, rest = argv[0], argv[1:]
-    commands = {"pretrain": pretrain, "finetune": finetune, "run": run, "sweep": sweep}
-    if command not in commands:
-        print(f"i2dl autoencoder: error: unknown command {command!r}; choose from {', '.join(commands)}",
-              file=sys.stderr)
-        sys.exit(2)
-    commands[command](rest)
+    dispatch(argv, HELP, {"pretrain": pretrain, "finetune": finetune, "run": run, "sweep": sweep})

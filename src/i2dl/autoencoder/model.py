@@ -9,18 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from i2dl.layers import Normalize
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-class Normalize(nn.Module):
-    """(x - mean) / std inside the encoder, so every model takes raw [0, 1] pixels."""
-
-    def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
-        super().__init__()
-        self.mean, self.std = mean, std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class FCEncoder(nn.Sequential):
@@ -28,7 +21,7 @@ class FCEncoder(nn.Sequential):
 
     def __init__(self, latent_dim: int = 20, width: int = 256) -> None:
         hidden = width
-        super().__init__(Normalize(), nn.Flatten(),
+        super().__init__(Normalize(MNIST_MEAN, MNIST_STD), nn.Flatten(),
                          nn.Linear(28 * 28, hidden), nn.LeakyReLU(0.1),
                          nn.Linear(hidden, hidden // 2), nn.LeakyReLU(0.1),
                          nn.Linear(hidden // 2, latent_dim))
@@ -60,7 +53,7 @@ class ConvEncoder(nn.Sequential):
 
     def __init__(self, latent_dim: int = 32, width: int = 16) -> None:
         w = width
-        super().__init__(Normalize(),
+        super().__init__(Normalize(MNIST_MEAN, MNIST_STD),
                          conv_bn(1, w), conv_bn(w, w, stride=2),              # 28 -> 14
                          conv_bn(w, 2 * w), conv_bn(2 * w, 2 * w, stride=2),  # 14 -> 7
                          conv_bn(2 * w, 4 * w, stride=2),                     # 7 -> 4

@@ -12,7 +12,7 @@ from i2dl.digits.data import DigitsDataModule
 from i2dl.digits.module import DigitClassifier
 from i2dl.digits.predict import load_image_gray, to_mnist_format
 from i2dl.export import export_onnx, onnx_max_abs_diff
-from i2dl.training import LabCLI, load_module
+from i2dl.training import LabCLI, load_module, dispatch
 
 HELP = """usage: i2dl digits {fit,validate,test,predict,export} ...
 
@@ -54,11 +54,5 @@ def export(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] in {"-h", "--help"}:
-        print(HELP)
-        sys.exit(0 if argv else 2)
-    if argv[0] == "predict":
-        return predict(argv[1:])
-    if argv[0] == "export":
-        return export(argv[1:])
-    LabCLI("digits", DigitClassifier, DigitsDataModule, monitor="val/acc", mode="max", args=argv)
+    dispatch(argv, HELP, {"predict": predict, "export": export},
+             lambda args: LabCLI("digits", DigitClassifier, DigitsDataModule, monitor="val/acc", mode="max", args=args))

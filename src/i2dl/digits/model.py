@@ -5,25 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from i2dl.layers import Normalize
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-class Normalize(nn.Module):
-    """(x - mean) / std inside the model, so exported models take raw [0, 1] pixels."""
-
-    def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
-        super().__init__()
-        self.mean, self.std = mean, std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class LabFC(nn.Sequential):
     """The lab's fully connected baseline: 784 -> 128 (ReLU) -> 10."""
 
     def __init__(self, num_classes: int = 10, hidden: int = 128) -> None:
-        super().__init__(Normalize(), nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(),
+        super().__init__(Normalize(MNIST_MEAN, MNIST_STD), nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(),
                          nn.Linear(hidden, num_classes))
 
 
@@ -32,7 +25,7 @@ class LabCNN(nn.Sequential):
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__(
-            Normalize(),
+            Normalize(MNIST_MEAN, MNIST_STD),
             nn.Conv2d(1, 24, 3), nn.ReLU(), nn.MaxPool2d(2),    # 28 -> 26 -> 13
             nn.Conv2d(24, 36, 3), nn.ReLU(), nn.MaxPool2d(2),   # 13 -> 11 -> 5
             nn.Flatten(), nn.Linear(36 * 5 * 5, 128), nn.ReLU(),
@@ -50,7 +43,7 @@ class DigitNet(nn.Sequential):
     def __init__(self, num_classes: int = 10, width: int = 16, dropout: float = 0.1) -> None:
         w = width
         super().__init__(
-            Normalize(),
+            Normalize(MNIST_MEAN, MNIST_STD),
             conv_bn(1, w), conv_bn(w, w), nn.MaxPool2d(2),              # 28 -> 14
             conv_bn(w, 2 * w), conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),  # 14 -> 7
             conv_bn(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),

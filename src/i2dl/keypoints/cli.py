@@ -15,7 +15,7 @@ from i2dl.keypoints.data import FacialKeypointsDataModule
 from i2dl.keypoints.module import FacialKeypointsRegressor
 from i2dl.keypoints.predict import (draw_overlay, keypoints_json, load_image, predict_pixels, to_face_input,
                                     write_json, write_submission)
-from i2dl.training import LabCLI, load_module
+from i2dl.training import LabCLI, load_module, dispatch
 
 HELP = """usage: i2dl keypoints {fit,validate,test,predict,export} ...
 
@@ -81,12 +81,6 @@ def export(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] in {"-h", "--help"}:
-        print(HELP)
-        sys.exit(0 if argv else 2)
-    if argv[0] == "predict":
-        return predict(argv[1:])
-    if argv[0] == "export":
-        return export(argv[1:])
-    LabCLI("keypoints", FacialKeypointsRegressor, FacialKeypointsDataModule, monitor="val/score", mode="max",
-           args=argv)
+    dispatch(argv, HELP, {"predict": predict, "export": export},
+             lambda args: LabCLI("keypoints", FacialKeypointsRegressor, FacialKeypointsDataModule,
+                                 monitor="val/score", mode="max", args=args))

@@ -6,20 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from i2dl.layers import Normalize
+
 from i2dl.data.faces import IMAGE_SIZE, NUM_KEYPOINTS
 
 FACES_MEAN, FACES_STD = 0.45, 0.25  # of the training faces' grey values in [0, 1], rounded
 
 
-class Normalize(nn.Module):
-    """(x - mean) / std inside the model, so exported models take raw [0, 1] pixels."""
-
-    def __init__(self, mean: float = FACES_MEAN, std: float = FACES_STD) -> None:
-        super().__init__()
-        self.mean, self.std = mean, std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -33,7 +26,7 @@ class LabKeypointCNN(nn.Sequential):
     def __init__(self, num_keypoints: int = NUM_KEYPOINTS, width: int = 32, dropout: float = 0.1) -> None:
         w = width
         super().__init__(
-            Normalize(),
+            Normalize(FACES_MEAN, FACES_STD),
             nn.Conv2d(1, w, 4), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),             # 96 -> 93 -> 46
             nn.Conv2d(w, 2 * w, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),         # 46 -> 44 -> 22
             nn.Conv2d(2 * w, 4 * w, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),     # 22 -> 21 -> 10
@@ -59,7 +52,7 @@ class KeypointNet(nn.Sequential):
     def __init__(self, num_keypoints: int = NUM_KEYPOINTS, width: int = 16, dropout: float = 0.1) -> None:
         w = width
         super().__init__(
-            Normalize(),
+            Normalize(FACES_MEAN, FACES_STD),
             conv_bn(1, w, 2),                               # 96 -> 48
             conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w),    # -> 24
             conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w),  # -> 12

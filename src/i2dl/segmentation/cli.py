@@ -16,7 +16,7 @@ from i2dl.export import export_onnx, onnx_max_abs_diff
 from i2dl.segmentation.data import SegmentationDataModule
 from i2dl.segmentation.module import SegmentationModule
 from i2dl.segmentation.viz import colourise, overlay
-from i2dl.training import LabCLI, load_module
+from i2dl.training import LabCLI, load_module, dispatch
 
 HELP = """usage: i2dl segmentation {fit,validate,test,predict,export} ...
 
@@ -81,12 +81,6 @@ def export(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] in {"-h", "--help"}:
-        print(HELP)
-        sys.exit(0 if argv else 2)
-    if argv[0] == "predict":
-        return predict(argv[1:])
-    if argv[0] == "export":
-        return export(argv[1:])
-    SegmentationCLI("segmentation", SegmentationModule, SegmentationDataModule, monitor="val/miou", mode="max",
-                    args=argv, checkpoint_every_n_steps=50)
+    dispatch(argv, HELP, {"predict": predict, "export": export},
+             lambda args: SegmentationCLI("segmentation", SegmentationModule, SegmentationDataModule,
+                                          monitor="val/miou", mode="max", args=args, checkpoint_every_n_steps=50))
