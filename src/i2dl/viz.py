@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write a figure as PNG (creating its folder) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -64,7 +65,7 @@ def plot_curves(files: Sequence[Path], path: Path, title: str = "") -> Path | No
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], path: Path,
@@ -85,7 +86,7 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_grid(images: torch.Tensor, titles: Sequence[str], path: Path, wrong: Sequence[bool] | None = None,
@@ -110,4 +111,4 @@ def plot_image_grid(images: torch.Tensor, titles: Sequence[str], path: Path, wro
             spine.set_color("crimson" if bad else "lightgray")
             spine.set_linewidth(2.5 if bad else 0.5)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -11,13 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from i2dl.viz import save_figure  # noqa: E402
 
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+
 
 
 def plot_reconstructions(inputs: torch.Tensor, reconstructions: torch.Tensor, path: Path, title: str = "") -> Path:
@@ -34,7 +30,7 @@ def plot_reconstructions(inputs: torch.Tensor, reconstructions: torch.Tensor, pa
     axes[0, 0].set_ylabel("input", fontsize=8)
     axes[1, 0].set_ylabel("recon.", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pca_2d(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +59,7 @@ def plot_latent_pca(codes: torch.Tensor, labels: torch.Tensor, path: Path,
     ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
     ax.legend(markerscale=4, fontsize=7, loc="best")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_accuracy_vs_labels(rows: Sequence[dict], path: Path, title: str = "") -> Path:
@@ -87,4 +83,4 @@ def plot_accuracy_vs_labels(rows: Sequence[dict], path: Path, title: str = "") -
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

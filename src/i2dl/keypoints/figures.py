@@ -10,7 +10,7 @@ import torch
 
 from i2dl.data.faces import KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.keypoints.data import to_pixels
-from i2dl.viz import _save, plt
+from i2dl.viz import plt, save_figure
 
 TRUE_COLOUR, PRED_COLOUR = "#2ca02c", "#d62728"
 
@@ -38,7 +38,7 @@ def plot_keypoint_grid(images: torch.Tensor, pred: torch.Tensor, targets: torch.
         if errors_px is not None:
             ax.set_title(f"RMSE {float(errors_px[k]):.2f} px", fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_keypoint_errors(rmse_px: Sequence[float], path: Path, title: str = "") -> Path:
@@ -51,4 +51,4 @@ def plot_keypoint_errors(rmse_px: Sequence[float], path: Path, title: str = "") 
     ax.set_xlabel("RMSE (pixels of the 96x96 face)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

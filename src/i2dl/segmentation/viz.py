@@ -11,9 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
 from matplotlib.patches import Patch  # noqa: E402
 
 from i2dl.data.segmentation import IGNORE_INDEX  # noqa: E402
+from i2dl.viz import save_figure  # noqa: E402
 
 
 def colourise(mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
@@ -30,12 +32,6 @@ def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.5) -> n
     return (image.astype(np.float32) * (1 - alpha) + colour_mask.astype(np.float32) * alpha).round().astype(np.uint8)
 
 
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def plot_segmentation_rows(images: torch.Tensor, targets: torch.Tensor, predictions: torch.Tensor,
@@ -63,7 +59,7 @@ def plot_segmentation_rows(images: torch.Tensor, targets: torch.Tensor, predicti
     fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_class_iou(iou: torch.Tensor, classes: Sequence[str], palette: Sequence[Sequence[int]], path: Path,
@@ -83,4 +79,4 @@ def plot_class_iou(iou: torch.Tensor, classes: Sequence[str], palette: Sequence[
     mean = np.nanmean(values) if not np.isnan(values).all() else float("nan")
     ax.set_title(title or f"per-class IoU (mean {mean:.3f})")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
