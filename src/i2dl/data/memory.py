@@ -49,18 +49,21 @@ class InMemoryBatches:
             index = index[: self._per_rank() * self.world_size][self.rank:: self.world_size]
         return index
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator:
         epoch, start = self.epoch, self._start
         self.epoch, self._start = epoch + 1, 0
         index = self.order(epoch)
         for b in range(start, len(self)):
             self._yielded = b + 1
             idx = index[b * self.batch_size:(b + 1) * self.batch_size]
-            x = self.images[idx].unsqueeze(1).float().div_(255.0)
+            generator = None
             if self.transform is not None:
                 generator = torch.Generator().manual_seed(hash((self.seed, epoch, b)) & 0x7FFF_FFFF)
-                x = self.transform(x, generator)
-            yield x, self.labels[idx]
+            yield self.make_batch(self.images[idx].unsqueeze(1).float().div_(255.0), self.labels[idx], generator)
+
+    def make_batch(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None):
+        """One batch from images in [0, 1] and their labels; `generator` seeds this batch's augmentation."""
+        return (x if generator is None else self.transform(x, generator)), labels
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch - 1, "yielded": self._yielded, "batches": len(self)}

@@ -6,7 +6,7 @@ the keypoints in normalised coordinates (pixel - 48) / 48 and `targets[..., 2]` 
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Literal
 
 import lightning as L
 import torch
@@ -116,20 +116,11 @@ class KeypointBatches(InMemoryBatches):
     """`InMemoryBatches` whose labels are pixel keypoints + visibility `(N, 15, 3)` and whose augmentation moves
     the keypoints with the image; yields `(images, targets)` as described in the module docstring."""
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, start = self.epoch, self._start
-        self.epoch, self._start = epoch + 1, 0
-        index = self.order(epoch)
-        for b in range(start, len(self)):
-            self._yielded = b + 1
-            idx = index[b * self.batch_size:(b + 1) * self.batch_size]
-            x = self.images[idx].unsqueeze(1).float().div_(255.0)
-            labels = self.labels[idx]
-            points, visible = labels[..., :2], labels[..., 2] > 0.5
-            if self.transform is not None:
-                generator = torch.Generator().manual_seed(hash((self.seed, epoch, b)) & 0x7FFF_FFFF)
-                x, points, visible = self.transform(x, points, visible, generator)
-            yield x, pack_targets(points, visible)
+    def make_batch(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None):
+        points, visible = labels[..., :2], labels[..., 2] > 0.5
+        if generator is not None:
+            x, points, visible = self.transform(x, points, visible, generator)
+        return x, pack_targets(points, visible)
 
 
 def _labels(faces: FaceKeypoints) -> torch.Tensor:
