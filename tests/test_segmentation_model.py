@@ -124,3 +124,24 @@ def test_course_accuracy_is_per_image_mean_and_iou_ignores_void():
     confusion = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 0], [2, 0, 2, 0], [0, 0, 0, 0]])  # class 3 absent
     iou = iou_from_confusion(confusion)
     assert iou[:3].tolist() == pytest.approx([1 / 4, 1 / 2, 2 / 4]) and torch.isnan(iou[3])
+
+
+@pytest.mark.parametrize("frozen_bn", [True, False])
+def test_frozen_bn_keeps_the_backbone_statistics_once_unfrozen(frozen_bn):
+    """The shared MobileNetV2 has BatchNorm folded into its convolutions (mean 0, variance 1): batch statistics in
+    train mode would replace them. With frozen_bn the backbone's BatchNorm stays in eval mode after unfreezing, while
+    the decoder's BatchNorm (new layers) keeps training."""
+    from i2dl.segmentation.module import SegmentationModule
+
+    module = SegmentationModule(approach="backbone_decoder", backbone="mobilenet_v2", decoder_channels=(16, 8, 8, 8),
+                                freeze_backbone_epochs=0, frozen_bn=frozen_bn)
+    module.train()
+    module.on_train_batch_start(None, 0)  # epoch 0 >= freeze_backbone_epochs: the backbone is trainable
+    backbone_bn = [m for m in module.model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    decoder_bn = [m for m in module.model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert backbone_bn and decoder_bn
+    assert all(not m.training for m in backbone_bn) == frozen_bn
+    assert all(m.training for m in decoder_bn)
+    before = backbone_bn[0].running_mean.clone()
+    module.model.forward_train(torch.rand(2, 3, 64, 64))
+    assert torch.equal(backbone_bn[0].running_mean, before) == frozen_bn

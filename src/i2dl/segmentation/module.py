@@ -74,6 +74,11 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
             counts, for rare classes.
         aux_weight: weight of the auxiliary head's loss (DeepLabV3, FCN), as in torchvision's reference (0.5).
         freeze_backbone_epochs: train only the new layers for this many epochs, then everything.
+        frozen_bn: keep the backbone's BatchNorm layers in eval mode throughout (their pretrained statistics are used
+            and never updated; their affine parameters still train once the backbone is unfrozen). Right for a
+            pretrained backbone at small batch sizes, and necessary for weights with BatchNorm folded into the
+            convolutions (../shared/data/weights/mobilenet_v2_imagenet.pth: mean 0, variance 1): in train mode those
+            layers would normalise by batch statistics and throw the pretrained features away.
         backbone_lr_factor: the backbone's learning rate is `lr * backbone_lr_factor`.
         schedule: "constant", or per step over the whole run: "cosine" (5% warm-up, cosine decay) or "onecycle"
             (20% warm-up, cosine decay).
@@ -88,7 +93,7 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
                  optimizer: Literal["adamw", "sgd"] = "adamw",
                  schedule: Literal["constant", "cosine", "onecycle"] = "cosine",
                  class_weighting: Literal["none", "median_frequency", "inverse_sqrt"] = "none",
-                 aux_weight: float = 0.5, freeze_backbone_epochs: int = 0) -> None:
+                 aux_weight: float = 0.5, freeze_backbone_epochs: int = 0, frozen_bn: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.info = DATASETS[dataset]
@@ -144,6 +149,10 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if self.backbone_frozen():
             self.model.backbone.eval()  # frozen BatchNorm statistics too
+        elif self.hparams.frozen_bn:
+            for layer in self.model.backbone.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
 
     # --- steps -----------------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
