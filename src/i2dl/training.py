@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -86,6 +87,61 @@ def total_training_steps(trainer: L.Trainer) -> int:
     if trainer.max_steps is not None and trainer.max_steps > 0:
         total = min(total, trainer.max_steps)
     return max(1, int(total))
+
+
+def make_optimizer(params, name: str, lr: float, weight_decay: float, schedule: str, total_steps: int,
+                   pct_start: float):
+    """An "adam", "adamw" or "sgd" (Nesterov momentum 0.9) optimiser over `params` (parameters, or param groups
+    with their own "lr"), and for `schedule="onecycle"` a per-step OneCycleLR that warms each group up to its
+    learning rate over `pct_start` of `total_steps` and anneals to ~0 (None for `schedule="constant"`)."""
+    if name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    else:
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        optimizer = cls(params, lr=lr, weight_decay=weight_decay)
+    if schedule == "constant":
+        return optimizer, None
+    max_lr = [group["lr"] for group in optimizer.param_groups]
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=int(total_steps),
+                                                          pct_start=pct_start)
+
+
+def lightning_optimizers(optimizer: torch.optim.Optimizer, scheduler=None):
+    """What `configure_optimizers` returns for an optimiser and an optional per-step LR schedule."""
+    if scheduler is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class CrossEntropySteps:
+    """LightningModule mix-in for a classifier trained with cross-entropy (`hparams.label_smoothing`): logs
+    `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc` and fills the test confusion matrix. The module
+    makes `val_acc`, `test_acc` (MulticlassAccuracy) and `test_confusion` (MulticlassConfusionMatrix)."""
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.test_acc(logits, y)
+        self.test_confusion.update(logits, y)
+        self.log("test/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log("test/acc", self.test_acc)
+        self.keep_test_examples(x, y, logits, batch_idx)
+
+    def keep_test_examples(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, batch_idx: int) -> None:
+        """Called with each scored test batch (for figures); nothing by default."""
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -13,21 +13,17 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from i2dl.autoencoder.model import Autoencoder, Classifier, resolved_width
 from i2dl.errors import CheckpointError
-from i2dl.training import (CompatibleCheckpoints, check_state_dict_compatible, csv_metric_files, load_checkpoint,
-                           total_training_steps)
+from i2dl.training import (CompatibleCheckpoints, CrossEntropySteps, check_state_dict_compatible, csv_metric_files,
+                           lightning_optimizers, load_checkpoint, make_optimizer, total_training_steps)
 from i2dl.viz import plot_confusion_matrix, plot_curves
 
 GRID_IMAGES = 16
 
 
 def _optimizer(param_groups: list[dict], lr: float, weight_decay: float, schedule: str, total_steps: int):
-    optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
-    if schedule == "constant":
-        return optimizer
-    # at least 20 steps: OneCycleLR cannot split fewer into warm-up and annealing (tiny smoke runs)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in param_groups],
-                                                    total_steps=max(int(total_steps), 20), pct_start=0.1)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    # AdamW; at least 20 steps: OneCycleLR cannot split fewer into warm-up and annealing (tiny smoke runs)
+    return lightning_optimizers(*make_optimizer(param_groups, "adamw", lr, weight_decay, schedule,
+                                                max(int(total_steps), 20), pct_start=0.1))
 
 
 def _tensorboard(trainer):
@@ -149,7 +145,7 @@ def load_pretrained_encoder(path: str | Path, arch: str, latent_dim: int,
     return weights
 
 
-class EncoderClassifier(CompatibleCheckpoints, L.LightningModule):
+class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningModule):
     """Stage 2: encoder + small head trained with cross-entropy on the few labels.
 
     Args:
@@ -197,27 +193,6 @@ class EncoderClassifier(CompatibleCheckpoints, L.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.hparams.encoder_mode == "frozen":
             self.model.encoder.eval()  # keep the pretrained batch-norm statistics
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        self.val_acc(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log("val/acc", self.val_acc, prog_bar=True)
-
-    def test_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        self.test_acc(logits, y)
-        self.test_confusion.update(logits, y)
-        self.log("test/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log("test/acc", self.test_acc)
 
     def on_test_epoch_end(self) -> None:
         matrix = self.test_confusion.compute().cpu()

@@ -7,18 +7,18 @@ from typing import Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from i2dl.digits.model import build_model
-from i2dl.training import CompatibleCheckpoints, csv_metric_files, total_training_steps
+from i2dl.training import (CompatibleCheckpoints, CrossEntropySteps, csv_metric_files, lightning_optimizers,
+                           make_optimizer, total_training_steps)
 from i2dl.viz import plot_confusion_matrix, plot_curves, plot_image_grid
 
 GRID_IMAGES = 40
 GRID_WRONG = 8
 
 
-class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
+class DigitClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningModule):
     """Args:
         arch: "lab_fc", "lab_cnn" (the lab's networks) or "digitnet" (ours).
         lr: peak learning rate; with `schedule="onecycle"` it warms up to it and anneals to ~0.
@@ -44,29 +44,10 @@ class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        self.val_acc(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log("val/acc", self.val_acc, prog_bar=True)
-
     def on_test_epoch_start(self) -> None:
         self.test_examples = []
 
-    def test_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        self.test_acc(logits, y)
-        self.test_confusion.update(logits, y)
-        self.log("test/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log("test/acc", self.test_acc)
+    def keep_test_examples(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, batch_idx: int) -> None:
         # the grid shows the first test images, then misclassified ones from anywhere in the test set
         probs = logits.softmax(-1)
         keep = torch.zeros(len(x), dtype=torch.bool)
@@ -106,22 +87,11 @@ class DigitClassifier(CompatibleCheckpoints, L.LightningModule):
         checkpoint["class_names"] = list(getattr(datamodule, "classes", self.class_names))
 
     def configure_optimizers(self):
-        optimizer, scheduler = build_optimizer(self, total_training_steps(self.trainer))
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return lightning_optimizers(*build_optimizer(self, total_training_steps(self.trainer)))
 
 
 def build_optimizer(module: DigitClassifier, total_steps: int):
     """The optimiser and (for `schedule="onecycle"`) the per-step LR schedule a module's hyper-parameters ask for."""
     hp = module.hparams
-    if hp.optimizer == "sgd":
-        optimizer = torch.optim.SGD(module.parameters(), lr=hp.lr, momentum=0.9, nesterov=True,
-                                    weight_decay=hp.weight_decay)
-    else:
-        cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-        optimizer = cls(module.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    if hp.schedule == "constant":
-        return optimizer, None
-    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=int(total_steps),
-                                                          pct_start=0.2)
+    return make_optimizer(module.parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.schedule, total_steps,
+                          pct_start=0.2)
