@@ -16,7 +16,7 @@ import torch
 
 from i2dl.data.augment import RandomAffine
 from i2dl.data.idx import DATASETS, load_split
-from i2dl.data.memory import InMemoryBatches
+from i2dl.data.memory import InMemoryBatches, InMemoryEvalLoaders
 from i2dl.errors import I2DLError
 
 UNKNOWN_LABEL = -1  # what the pretraining loader yields instead of the unlabeled images' labels
@@ -86,7 +86,7 @@ def _not_in(index: torch.Tensor, taken: torch.Tensor, n: int) -> torch.Tensor:
     return free[index]
 
 
-class AutoencoderDataModule(L.LightningDataModule):
+class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
     """Args:
         dataset: "mnist" or "fashion-mnist".
         data_dir: folder holding `<dataset>/` (default `$I2DL_DATA`, else `~/.cache/i2dl`).
@@ -141,10 +141,6 @@ class AutoencoderDataModule(L.LightningDataModule):
         if self.test is None and stage in (None, "test", "predict"):
             self.test = load_split(hp.dataset, "test", hp.data_dir, hp.download)
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def train_dataloader(self) -> InMemoryBatches:
         hp = self.hparams
         images, labels = self.unlabeled if hp.stage == "pretrain" else self.labeled
@@ -159,13 +155,3 @@ class AutoencoderDataModule(L.LightningDataModule):
         batch_size = min(hp.batch_size, len(images) // world)
         return InMemoryBatches(images, labels, batch_size=batch_size, shuffle=True, seed=hp.seed, drop_last=True,
                                transform=transform, rank=rank, world_size=world)
-
-    def _eval_loader(self, data) -> InMemoryBatches:
-        rank, world = self._rank()
-        return InMemoryBatches(*data, batch_size=self.hparams.eval_batch_size, rank=rank, world_size=world)
-
-    def val_dataloader(self) -> InMemoryBatches:
-        return self._eval_loader(self.val)
-
-    def test_dataloader(self) -> InMemoryBatches:
-        return self._eval_loader(self.test)

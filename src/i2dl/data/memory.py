@@ -74,3 +74,22 @@ class InMemoryBatches:
             self.epoch, self._start = state["epoch"] + 1, 0
         else:
             self.epoch, self._start = state["epoch"], state["yielded"]
+
+
+class InMemoryEvalLoaders:
+    """LightningDataModule mix-in: validation and test loaders over the `(images, labels)` it holds in `self.val`
+    and `self.test`, `hparams.eval_batch_size` a batch, each process reading its share."""
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _eval_loader(self, data) -> InMemoryBatches:
+        rank, world = self._rank()
+        return InMemoryBatches(*data, batch_size=self.hparams.eval_batch_size, rank=rank, world_size=world)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self._eval_loader(self.val)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self._eval_loader(self.test)

@@ -9,10 +9,10 @@ import torch
 
 from i2dl.data.augment import RandomAffine
 from i2dl.data.idx import DATASETS, load_split
-from i2dl.data.memory import InMemoryBatches
+from i2dl.data.memory import InMemoryBatches, InMemoryEvalLoaders
 
 
-class DigitsDataModule(L.LightningDataModule):
+class DigitsDataModule(InMemoryEvalLoaders, L.LightningDataModule):
     """MNIST-family data as uint8 tensors in memory.
 
     Args:
@@ -53,23 +53,9 @@ class DigitsDataModule(L.LightningDataModule):
         if self.test is None and stage in (None, "test", "predict"):
             self.test = load_split(hp.dataset, "test", hp.data_dir, hp.download)
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def train_dataloader(self) -> InMemoryBatches:
         hp = self.hparams
         transform = RandomAffine(hp.max_rotation, hp.max_scale, hp.max_shift, hp.hflip) if hp.augment else None
         rank, world = self._rank()
         return InMemoryBatches(*self.train, batch_size=hp.batch_size, shuffle=True, seed=hp.seed, drop_last=True,
                                transform=transform, rank=rank, world_size=world)
-
-    def _eval_loader(self, data) -> InMemoryBatches:
-        rank, world = self._rank()
-        return InMemoryBatches(*data, batch_size=self.hparams.eval_batch_size, rank=rank, world_size=world)
-
-    def val_dataloader(self) -> InMemoryBatches:
-        return self._eval_loader(self.val)
-
-    def test_dataloader(self) -> InMemoryBatches:
-        return self._eval_loader(self.test)
