@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from i2dl.cli import main as i2dl_main
 from i2dl.rl import envs as rl_envs
 from i2dl.rl.ppo import PPOConfig, collect_rollout, compute_gae
 from i2dl.rl.ppo import train as ppo_train
 from i2dl.rl.reinforce import ReinforceConfig, discount_rewards, reinforce_loss
 from i2dl.rl.reinforce import train as reinforce_train
 from i2dl.rl.runs import EpisodeTracker, load_checkpoint, plot_win_percentage
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_main(*args: str, capsys) -> tuple[int, str, str]:
-    """`i2dl ...` in this process: (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        i2dl_main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 # --- the lab's returns ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 from i2dl.cli import main as i2dl_main
 from i2dl.rl.runs import load_checkpoint
 
@@ -28,17 +28,6 @@ TINY = {
     "reinforce": ["--episodes", "2", "--checkpoint_every", "1"],
 }
 SHORT_EPISODES = {"max_episode_steps": 60}  # Atari episodes of the smoke runs end after 60 agent steps
-
-
-def run_main(*args: str, capsys) -> tuple[int, str, str]:
-    """`i2dl ...` in this process: (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        i2dl_main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -56,10 +45,9 @@ def tiny_args(config: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_config_runs_with_tiny_limits(config, tmp_path, capsys):
+def test_every_config_runs_with_tiny_limits(config, tmp_path):
     run_dir = tmp_path / config.stem
-    code, out, err = run_main("rl", "train", "-c", str(config), "--run_dir", str(run_dir), *tiny_args(config),
-                              capsys=capsys)
+    code, out, err = run_main("rl", "train", "-c", str(config), "--run_dir", str(run_dir), *tiny_args(config))
     assert code == 0, err
     assert "train finished" in out and str(run_dir) in out
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
@@ -80,32 +68,29 @@ def test_every_config_runs_with_tiny_limits(config, tmp_path, capsys):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_ppo_learns_cartpole_seeded(tmp_path, capsys):
+def test_ppo_learns_cartpole_seeded(tmp_path):
     """A short seeded PPO run: the policy goes from random play (~20) to long balancing."""
     run_dir = tmp_path / "ppo"
     code, out, err = run_main("rl", "train", "-c", str(REPO / "configs/rl/ppo_cartpole.yaml"), "--run_dir",
-                              str(run_dir), "--total_steps", "12288", "--seed", "1", "--tensorboard", "false",
-                              capsys=capsys)
+                              str(run_dir), "--total_steps", "12288", "--seed", "1", "--tensorboard", "false")
     assert code == 0, err
     returns = np.array([float(r["episode_return"]) for r in read_csv(run_dir / "episodes.csv")])
     assert returns[:20].mean() < 40  # random play at first
     assert returns[-10:].mean() > 150, returns[-10:]
-    code, out, err = run_main("rl", "eval", "--ckpt_path", str(run_dir), "--episodes", "5", capsys=capsys)
+    code, out, err = run_main("rl", "eval", "--ckpt_path", str(run_dir), "--episodes", "5")
     assert code == 0, err
     mean = float(out.split("return mean ")[1].split()[0])
     assert mean > 150, out
 
 
-def test_reinforce_resume_continues_exactly(tmp_path, capsys):
+def test_reinforce_resume_continues_exactly(tmp_path):
     """Model, optimiser and random states are restored: 3 + 3 episodes give the very same weights as 6."""
     config = str(REPO / "configs/rl/reinforce_cartpole.yaml")
     common = ["--tensorboard", "false", "--checkpoint_every", "1"]
-    assert run_main("rl", "train", "-c", config, "--run_dir", str(tmp_path / "a"), "--episodes", "6", *common,
-                    capsys=capsys)[0] == 0
-    assert run_main("rl", "train", "-c", config, "--run_dir", str(tmp_path / "b"), "--episodes", "3", *common,
-                    capsys=capsys)[0] == 0
+    assert run_main("rl", "train", "-c", config, "--run_dir", str(tmp_path / "a"), "--episodes", "6", *common)[0] == 0
+    assert run_main("rl", "train", "-c", config, "--run_dir", str(tmp_path / "b"), "--episodes", "3", *common)[0] == 0
     code, out, _ = run_main("rl", "train", "-c", config, "--run_dir", str(tmp_path / "b"), "--episodes", "6",
-                            "--resume", *common, capsys=capsys)
+                            "--resume", *common)
     assert code == 0 and "resuming" in out
     a = load_checkpoint(tmp_path / "a/checkpoints/last.pt")
     b = load_checkpoint(tmp_path / "b/checkpoints/last.pt")
@@ -157,18 +142,18 @@ def test_ppo_resume_after_sigkill_continues_the_curve(tmp_path):
     assert [int(r["step"]) for r in episodes] == sorted(int(r["step"]) for r in episodes)
 
 
-def test_eval_and_record(tmp_path, capsys):
+def test_eval_and_record(tmp_path):
     run_dir = tmp_path / "run"
     assert run_main("rl", "train", "--algo", "reinforce", "--env_id", "CartPole-v1", "--episodes", "2",
-                    "--run_dir", str(run_dir), capsys=capsys)[0] == 0
+                    "--run_dir", str(run_dir))[0] == 0
     code, out, err = run_main("rl", "eval", "--ckpt_path", str(run_dir / "checkpoints/last.pt"), "--episodes", "3",
-                              "--sampled", capsys=capsys)
+                              "--sampled")
     assert code == 0, err
     assert "sampled actions: return mean" in out and "3 episodes" in out
     assert len(out.split("returns: ")[1].split("\n")[0].split()) == 3
     gif = tmp_path / "agent.gif"
     code, out, err = run_main("rl", "record", "--ckpt_path", str(run_dir), "--output", str(gif),
-                              "--episodes", "5", "--max_frames", "20", capsys=capsys)
+                              "--episodes", "5", "--max_frames", "20")
     assert code == 0, err
     assert f"wrote {gif} (20 frames" in out
     from PIL import Image
@@ -218,8 +203,8 @@ def bad_yaml(tmp_path: Path, text: str) -> str:
     (lambda d, t: ["record", "--ckpt_path", str(d), "--output", str(t / "a.avi")], "choose a .gif or .mp4"),
     (lambda d, t: ["fly"], "unknown rl command 'fly'"),
 ], ids=lambda v: v if isinstance(v, str) else "")
-def test_user_errors_exit_2_with_one_line(case, message, cartpole_run, tmp_path, capsys):
-    code, out, err = run_main("rl", *case(cartpole_run, tmp_path), capsys=capsys)
+def test_user_errors_exit_2_with_one_line(case, message, cartpole_run, tmp_path):
+    code, out, err = run_main("rl", *case(cartpole_run, tmp_path))
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("i2dl: error")]
     assert len(lines) == 1 and message in lines[0], err
