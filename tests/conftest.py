@@ -52,3 +52,19 @@ def run_main(*args: str) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return code, out.getvalue(), err.getvalue()
+
+
+def execute_notebook(name: str, monkeypatch, cwd: Path = REPO):
+    """Run notebooks/<name>.ipynb top to bottom with its tiny settings (I2DL_NOTEBOOK_SMOKE=1) in a fresh kernel
+    working in `cwd`, after checking it is committed without outputs. Returns the executed notebook and the text
+    its code cells printed."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("I2DL_NOTEBOOK_SMOKE", "1")
+    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), \
+        f"{name}.ipynb is committed with outputs"
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return nb, text

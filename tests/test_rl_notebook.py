@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbclient import NotebookClient
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import execute_notebook
 
 
 def test_rl_notebook_executes(monkeypatch, tmp_path):
-    monkeypatch.setenv("I2DL_NOTEBOOK_SMOKE", "1")
-    monkeypatch.setenv("I2DL_RUNS", str(tmp_path / "runs"))
-    nb = nbformat.read(REPO / "notebooks" / "rl.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
-    outputs = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    nb, outputs = execute_notebook("rl", monkeypatch)
     assert "smoke settings" in outputs and "greedy evaluation: mean" in outputs
     assert "values of the difference: [" in outputs
     assert "(4, 84, 84) uint8" in outputs
