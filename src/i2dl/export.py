@@ -1,7 +1,9 @@
-"""ONNX export with a numerical check against PyTorch in onnxruntime; files written atomically."""
+"""ONNX export with a numerical check against PyTorch in onnxruntime; files written atomically; the labs'
+`export` command."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import warnings
@@ -10,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from i2dl.errors import I2DLError
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input_name: str = "input",
@@ -42,3 +46,24 @@ def onnx_max_abs_diff(path: str | Path, model: nn.Module, example: torch.Tensor)
     with torch.no_grad():
         torch_out = model.eval().cpu()(example).numpy()
     return float(np.abs(onnx_out - torch_out).max())
+
+
+def export_command(argv: list[str], lab: str, module_class: type, input_shape: tuple[int, ...], signature: str,
+                   max_diff: float | None = None) -> None:
+    """`i2dl <lab> export --ckpt_path ... [--output ...]`: a checkpoint's network to ONNX (a batch of 4 random
+    `input_shape` inputs traced), checked in onnxruntime; `max_diff` makes a larger difference an I2DLError.
+    `signature` describes the inputs and outputs in the line printed."""
+    from i2dl.training import load_module
+
+    parser = argparse.ArgumentParser(prog=f"i2dl {lab} export", description="Export a checkpoint to ONNX.")
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--output", default=None, help="default: <checkpoint folder>/../model.onnx")
+    args = parser.parse_args(argv)
+    module = load_module(module_class, args.ckpt_path)
+    output = Path(args.output or Path(args.ckpt_path).parent.parent / "model.onnx")
+    example = torch.rand(4, *input_shape)
+    export_onnx(module.model, example, output)
+    diff = onnx_max_abs_diff(output, module.model, example)
+    if max_diff is not None and diff > max_diff:
+        raise I2DLError(f"{output}: onnxruntime disagrees with PyTorch by {diff:.2e}")
+    print(f"wrote {output} ({signature}; onnxruntime vs PyTorch max |diff| {diff:.2e})")

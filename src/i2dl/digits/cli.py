@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
 from i2dl.digits.data import DigitsDataModule
 from i2dl.digits.module import DigitClassifier
 from i2dl.digits.predict import load_image_gray, to_mnist_format
-from i2dl.export import export_onnx, onnx_max_abs_diff
+from i2dl.export import export_command
 from i2dl.training import LabCLI, load_module, dispatch
 
 HELP = """usage: i2dl digits {fit,validate,test,predict,export} ...
@@ -41,16 +40,7 @@ def predict(argv: list[str]) -> None:
 
 
 def export(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="i2dl digits export", description="Export a checkpoint to ONNX.")
-    parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--output", default=None, help="default: <checkpoint folder>/../model.onnx")
-    args = parser.parse_args(argv)
-    module = load_module(DigitClassifier, args.ckpt_path)
-    output = Path(args.output or Path(args.ckpt_path).parent.parent / "model.onnx")
-    example = torch.rand(4, 1, 28, 28)
-    export_onnx(module.model, example, output)
-    diff = onnx_max_abs_diff(output, module.model, example)
-    print(f"wrote {output} (input: float32 (batch, 1, 28, 28) in [0, 1]; onnxruntime vs PyTorch max |diff| {diff:.2e})")
+    export_command(argv, "digits", DigitClassifier, (1, 28, 28), "input: float32 (batch, 1, 28, 28) in [0, 1]")
 
 
 def main(argv: list[str]) -> None:

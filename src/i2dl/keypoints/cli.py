@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 
 from i2dl.data.faces import IMAGE_SIZE, read_id_lookup_table, read_test_csv
-from i2dl.errors import I2DLError
-from i2dl.export import export_onnx, onnx_max_abs_diff
+from i2dl.export import export_command
 from i2dl.keypoints.data import FacialKeypointsDataModule
 from i2dl.keypoints.module import FacialKeypointsRegressor
 from i2dl.keypoints.predict import (draw_overlay, keypoints_json, load_image, predict_pixels, to_face_input,
@@ -65,19 +64,9 @@ def predict(argv: list[str]) -> None:
 
 
 def export(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="i2dl keypoints export", description="Export a checkpoint to ONNX.")
-    parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--output", default=None, help="default: <checkpoint folder>/../model.onnx")
-    args = parser.parse_args(argv)
-    module = load_module(FacialKeypointsRegressor, args.ckpt_path)
-    output = Path(args.output or Path(args.ckpt_path).parent.parent / "model.onnx")
-    example = torch.rand(4, 1, IMAGE_SIZE, IMAGE_SIZE)
-    export_onnx(module.model, example, output)
-    diff = onnx_max_abs_diff(output, module.model, example)
-    if diff > 1e-3:
-        raise I2DLError(f"{output}: onnxruntime disagrees with PyTorch by {diff:.2e}")
-    print(f"wrote {output} (input: float32 (batch, 1, 96, 96) grey in [0, 1]; output: (batch, 30) keypoints "
-          f"(x, y) in (pixel - 48) / 48; onnxruntime vs PyTorch max |diff| {diff:.2e})")
+    export_command(argv, "keypoints", FacialKeypointsRegressor, (1, IMAGE_SIZE, IMAGE_SIZE),
+                   "input: float32 (batch, 1, 96, 96) grey in [0, 1]; output: (batch, 30) keypoints (x, y) in "
+                   "(pixel - 48) / 48", max_diff=1e-3)
 
 
 def main(argv: list[str]) -> None:
