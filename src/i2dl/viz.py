@@ -25,6 +25,19 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
+def grid_axes(n: int, ncols: int, cell_size: tuple[float, float]):
+    """A figure of `n` panels without ticks, `ncols` a row, each `cell_size` (width, height) inches; the unused
+    places of the last row stay blank. Returns the figure and the `n` panels' axes."""
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell_size[0] * ncols, cell_size[1] * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
 def read_metric_logs(files: Sequence[Path]) -> dict[str, list[tuple[int, float]]]:
     """`{metric: [(step, value), ...]}` from Lightning CSV logs, later files winning on the same step."""
     series: dict[str, dict[int, float]] = defaultdict(dict)
@@ -95,15 +108,8 @@ def plot_image_grid(images: torch.Tensor, titles: Sequence[str], path: Path, wro
     images = images.detach().cpu().float()
     if images.dim() == 4:
         images = images[:, 0]
-    n = len(images)
-    nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.45 * ncols, 1.7 * nrows), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if k >= n:
-            ax.axis("off")
-            continue
+    fig, axes = grid_axes(len(images), ncols, (1.45, 1.7))
+    for k, ax in enumerate(axes):
         ax.imshow(images[k], cmap="gray_r")
         bad = bool(wrong[k]) if wrong is not None else False
         ax.set_title(titles[k], fontsize=7, color="crimson" if bad else "black")

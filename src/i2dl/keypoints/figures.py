@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -10,7 +9,7 @@ import torch
 
 from i2dl.data.faces import KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.keypoints.data import to_pixels
-from i2dl.viz import plt, save_figure
+from i2dl.viz import grid_axes, plt, save_figure
 
 TRUE_COLOUR, PRED_COLOUR = "#2ca02c", "#d62728"
 
@@ -18,16 +17,9 @@ TRUE_COLOUR, PRED_COLOUR = "#2ca02c", "#d62728"
 def plot_keypoint_grid(images: torch.Tensor, pred: torch.Tensor, targets: torch.Tensor | None, path: Path,
                        errors_px: Sequence[float] | None = None, ncols: int = 6, title: str = "") -> Path:
     """Faces (N, 1, 96, 96) in [0, 1]; `pred` (N, 30) normalised; `targets` (N, 15, 3) or None (no truth)."""
-    n = len(images)
-    nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.15 * nrows), squeeze=False)
+    fig, axes = grid_axes(len(images), ncols, (2.0, 2.15))
     pred_px = to_pixels(pred.detach().float().view(-1, NUM_KEYPOINTS, 2))
-    for k, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if k >= n:
-            ax.axis("off")
-            continue
+    for k, ax in enumerate(axes):
         ax.imshow(images[k].squeeze(0), cmap="gray", vmin=0, vmax=1)
         if targets is not None:
             seen = targets[k, :, 2] > 0.5
