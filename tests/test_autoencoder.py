@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, SHARED_DATA, run_cli
+from conftest import REPO, execute_notebook, run_cli
 from i2dl.autoencoder.data import UNKNOWN_LABEL, AutoencoderDataModule, balanced_quotas, split_indices
 from i2dl.autoencoder.figures import pca_2d
 from i2dl.autoencoder.model import Autoencoder, Classifier
@@ -231,19 +231,10 @@ def test_sweep_conv_reuses_one_encoder(tmp_path, shared_data, capsys):
 
 
 def test_notebook_runs_with_tiny_settings(tmp_path, monkeypatch):
-    import nbclient
-    import nbformat
-
-    monkeypatch.setenv("I2DL_NOTEBOOK_SMOKE", "1")
-    monkeypatch.setenv("I2DL_DATA", str(SHARED_DATA))
-    nb = nbformat.read(REPO / "notebooks" / "autoencoder.ipynb", as_version=4)
-    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")  # committed empty
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(REPO)}}).execute()
+    _, text = execute_notebook("autoencoder", monkeypatch)
     runs = tmp_path / "runs" / "autoencoder"
     assert (runs / "notebook_smoke" / "results.csv").is_file()
     assert (runs / "notebook_smoke_sweep" / "accuracy_vs_labels.png").is_file()
-    text = "".join(o.get("text", "") for cell in nb.cells for o in cell.get("outputs", []))
     assert "test accuracy" in text
 
 

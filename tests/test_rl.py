@@ -8,11 +8,9 @@ import pytest
 import torch
 
 from i2dl.rl import envs as rl_envs
-from i2dl.rl.ppo import PPOConfig, collect_rollout, compute_gae
-from i2dl.rl.ppo import train as ppo_train
-from i2dl.rl.reinforce import ReinforceConfig, discount_rewards, reinforce_loss
-from i2dl.rl.reinforce import train as reinforce_train
-from i2dl.rl.runs import EpisodeTracker, load_checkpoint, plot_win_percentage
+from i2dl.rl.ppo import collect_rollout, compute_gae
+from i2dl.rl.reinforce import discount_rewards, reinforce_loss
+from i2dl.rl.runs import EpisodeTracker
 
 
 # --- the lab's returns ----------------------------------------------------------------------------------------------

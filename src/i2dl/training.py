@@ -16,7 +16,6 @@ from typing import Any, Callable
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger

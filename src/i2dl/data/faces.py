@@ -13,7 +13,6 @@ import csv
 import gzip
 import io
 import os
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
