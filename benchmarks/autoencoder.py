@@ -2,6 +2,7 @@
 seeds, from-scratch baseline beside it) and the wall time of the whole story for N=100 (<= 15 min).
 
     nice -n 10 .venv/bin/python benchmarks/autoencoder.py --seeds 0 1 2
+    .venv/bin/python benchmarks/autoencoder.py --seeds 0 1 2 --reuse_encoder --extra --pseudo_labels 0.5
 
 Each seed runs `i2dl autoencoder run` as a user would (pretraining, fine-tuning, baseline) in a fresh process and
 times it. `--reuse_encoder` pretrains only for the first seed and fine-tunes the later seeds from that encoder (the
@@ -28,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def plain(seed: int, num_labels: int, latent: int = 32, width: int = 16, epochs: float = 2.0,
-          augment_pretraining: bool = True, steps: int = 1000, ratio: float = 0.1, lr: float = 1e-3) -> dict:
+def plain(seed: int, num_labels: int, latent: int = 32, width: int = 16, epochs: float = 8.0,
+          clean_target: bool = True, steps: int = 1000, ratio: float = 1.0, lr: float = 1e-3) -> dict:
     """The story in a plain PyTorch loop: test accuracy of pretrained and from-scratch, and the seconds each took."""
     import torch
     import torch.nn.functional as F
@@ -59,10 +60,9 @@ def plain(seed: int, num_labels: int, latent: int = 32, width: int = 16, epochs:
     total = int(epochs * len(unlabeled) / 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=total, pct_start=0.1)
     for _ in range(total):
-        x = X[unlabeled[torch.randint(len(unlabeled), (128,), generator=g)]].unsqueeze(1).float() / 255
-        if augment_pretraining:
-            x = aug(x, g)
-        loss = F.mse_loss(ae(x), x)
+        clean = X[unlabeled[torch.randint(len(unlabeled), (128,), generator=g)]].unsqueeze(1).float() / 255
+        x = aug(clean, g)  # the configs' recipe: augmented input, and the unaugmented image as the target
+        loss = F.mse_loss(ae(x), clean if clean_target else x)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -132,24 +132,27 @@ def main() -> None:
         with open(run_dir / "results.csv") as fh:
             seed_rows = list(csv.DictReader(fh))
         rows += seed_rows
-        accs = {r["method"]: float(r["test_acc"]) for r in seed_rows}
-        print(f"seed {seed}: pretrained {accs['pretrained']:.2%}, from scratch {accs['from scratch']:.2%}, "
-              f"wall {walls[seed] / 60:.1f} min", flush=True)
+        print(f"seed {seed}: " + ", ".join(f"{r['method']} {float(r['test_acc']):.2%}" for r in seed_rows)
+              + f", wall {walls[seed] / 60:.1f} min", flush=True)
         if args.reuse_encoder and encoder is None:
             encoder = run_dir / "pretrain" / "checkpoints" / "best.ckpt"
 
     print(f"\n{args.dataset}, {args.arch} encoder, N={args.num_labels} labels; machine: {os.cpu_count()}-core CPU "
           f"({platform.processor() or platform.machine()}); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    print("| seed | pretrain (s) | fine-tune (s) | from scratch (s) | story wall (min) | pretrained acc | "
-          "from-scratch acc |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    pseudo = "pretrained + pseudo-labels"
+    has_pseudo = any(r["method"] == pseudo for r in rows)
+    print("| seed | pretrain (s) | fine-tune (s) | from scratch (s) | " + ("pseudo-label stage (s) | " * has_pseudo)
+          + "story wall (min) | pretrained acc | from-scratch acc |" + (" + pseudo-labels acc |" * has_pseudo))
+    print("|---:" * (7 + 2 * has_pseudo) + "|")
     for seed in args.seeds:
         mine = {r["method"]: r for r in rows if int(r["seed"]) == seed}
         pre, scratch = mine["pretrained"], mine["from scratch"]
         print(f"| {seed} | {float(pre['pretrain_seconds']):.0f} | {float(pre['seconds']):.0f} | "
-              f"{float(scratch['seconds']):.0f} | {walls[seed] / 60:.1f} | {float(pre['test_acc']):.2%} | "
-              f"{float(scratch['test_acc']):.2%} |")
-    for method in ("pretrained", "from scratch"):
+              f"{float(scratch['seconds']):.0f} | "
+              + (f"{float(mine[pseudo]['seconds']):.0f} | " if has_pseudo else "")
+              + f"{walls[seed] / 60:.1f} | {float(pre['test_acc']):.2%} | {float(scratch['test_acc']):.2%} |"
+              + (f" {float(mine[pseudo]['test_acc']):.2%} |" if has_pseudo else ""))
+    for method in ("pretrained", "from scratch") + ((pseudo,) if has_pseudo else ()):
         accs = [100 * float(r["test_acc"]) for r in rows if r["method"] == method]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         print(f"\n{method}: mean {statistics.mean(accs):.2f}% ± {sd:.2f} (sd over {len(accs)} seeds), "

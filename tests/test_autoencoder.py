@@ -79,6 +79,64 @@ def test_datamodule_loaders(shared_data):
     assert len(dm.test[0]) == 10000
 
 
+def test_clean_target_pretraining_reconstructs_the_unaugmented_image(shared_data):
+    """pretrain_target=clean: the input is augmented, the target is the same image untouched, and the module's
+    loss compares the reconstruction with that target (not with the input)."""
+    dm = AutoencoderDataModule(data_dir=str(shared_data), stage="pretrain", num_labels=20, val_size=30,
+                               batch_size=16, unlabeled_limit=64, pretrain_target="clean")
+    dm.setup("fit")
+    x, target = next(iter(dm.train_dataloader()))
+    assert x.shape == target.shape == (16, 1, 28, 28)
+    originals = dm.unlabeled[0].float().div(255)
+    assert all(any(torch.equal(t[0], o) for o in originals) for t in target)  # targets are untouched images
+    assert not torch.equal(x, target)  # inputs are augmented
+    module = AutoencoderModule(arch="conv", latent_dim=8)
+    module.log = lambda *a, **k: None
+    with torch.no_grad():
+        expected = torch.nn.functional.mse_loss(module(x), target)
+        assert torch.isclose(module.training_step((x, target), 0), expected)
+        assert not torch.isclose(module.training_step((x, target), 0), torch.nn.functional.mse_loss(module(x), x))
+    with pytest.raises(I2DLError, match="needs augment=true"):
+        AutoencoderDataModule(pretrain_target="clean", augment=False)
+
+
+def test_pseudo_label_files_are_checked_against_the_split(shared_data, tmp_path):
+    from i2dl.autoencoder.data import save_pseudo_labels, split_key
+
+    def data(path, **kw):
+        dm = AutoencoderDataModule(data_dir=str(shared_data), num_labels=20, val_size=30, batch_size=16,
+                                   unlabeled_limit=100, pseudo_labels=str(path), **kw)
+        dm.setup("fit")
+        return dm
+
+    unlabeled = AutoencoderDataModule(data_dir=str(shared_data), num_labels=20, val_size=30, unlabeled_limit=100)
+    unlabeled.setup("fit")
+    free = unlabeled.unlabeled_indices
+    good = tmp_path / "good.pt"
+    save_pseudo_labels(good, split_key("mnist", 20, 30, 0), free[:60], torch.arange(60) % 10, torch.ones(60))
+    dm = data(good)
+    images, labels = dm.pseudo
+    assert len(images) == 60 and torch.equal(labels, torch.arange(60) % 10)
+    # 20 labels repeated until they are ~40% of the set (60 * 0.4 / 0.6 = 40 -> 2 copies, but 2000 per epoch wins)
+    loader = dm.train_dataloader()
+    assert len(loader) * 16 <= 20 * 100 + 60 < (len(loader) + 1) * 16
+
+    other = tmp_path / "other.pt"
+    save_pseudo_labels(other, split_key("mnist", 20, 30, 1), free[:5], torch.zeros(5), torch.ones(5))
+    with pytest.raises(I2DLError, match="this run's split"):
+        data(other)
+    taken = tmp_path / "taken.pt"
+    not_unlabeled = torch.tensor([i for i in range(1000) if i not in set(free.tolist())][:3])  # labeled, val, unused
+    save_pseudo_labels(taken, split_key("mnist", 20, 30, 0), not_unlabeled, torch.zeros(3), torch.ones(3))
+    with pytest.raises(I2DLError, match="unlabeled images of this split"):
+        data(taken)
+    with pytest.raises(I2DLError, match="not found"):
+        data(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(I2DLError, match="not a pseudo-label file"):
+        data(tmp_path / "junk.pt")
+
+
 # --- models ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch, latent", [("fc", 20), ("conv", 64), ("conv", 8)])
 def test_autoencoder_and_classifier_shapes(arch, latent):
@@ -182,13 +240,22 @@ def test_run_refuses_impossible_n(value, message, shared_data, capsys):
 def test_whole_story_fc_and_encoder_mismatch(tmp_path):
     """`run --arch fc` covers pretrain_fc.yaml and finetune_fc.yaml; its encoder is then refused by the conv
     classifier, through the LightningCLI stage."""
-    proc = run_cli("autoencoder", "run", "--arch", "fc", "--smoke", "--run_dir", str(tmp_path / "story"))
+    proc = run_cli("autoencoder", "run", "--arch", "fc", "--smoke", "--run_dir", str(tmp_path / "story"),
+                   "--pseudo_labels", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| 100 | pretrained |" in proc.stdout and "| 100 | from scratch |" in proc.stdout
+    assert "| 100 | pretrained + pseudo-labels |" in proc.stdout
     story = tmp_path / "story"
     with open(story / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["method"] for r in rows] == ["pretrained", "from scratch"]
+    assert [r["method"] for r in rows] == ["pretrained", "from scratch", "pretrained + pseudo-labels"]
+    # the optional stage: every one of the 512 smoke unlabeled images pseudo-labeled (threshold 0), training went
+    # on from the fine-tuned classifier with them
+    pseudo = torch.load(story / "pseudo_labels" / "n100_seed0" / "pseudo_labels.pt")
+    assert len(pseudo["indices"]) == 512 and pseudo["split"]["num_labels"] == 100
+    assert 0 <= pseudo["labels"].min() and pseudo["labels"].max() < 10
+    config = (story / "pseudo_labels" / "n100_seed0" / "config.yaml").read_text()
+    assert "init_ckpt: " + str(story / "pretrained" / "n100_seed0" / "checkpoints" / "best.ckpt") in config
     assert all(0 <= float(r["test_acc"]) <= 1 for r in rows)
     for name in ("reconstructions.png", "latent_pca.png"):
         assert (story / "pretrain" / "figures" / name).stat().st_size > 1000

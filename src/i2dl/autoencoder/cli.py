@@ -9,12 +9,14 @@ import statistics
 import time
 from pathlib import Path
 
-from i2dl.autoencoder.data import AutoencoderDataModule, split_indices
+import torch
+
+from i2dl.autoencoder.data import AutoencoderDataModule, save_pseudo_labels, split_indices, split_key
 from i2dl.autoencoder.figures import plot_accuracy_vs_labels
 from i2dl.autoencoder.module import AutoencoderModule, EncoderClassifier
 from i2dl.data.idx import DATASETS, load_split
 from i2dl.errors import I2DLError
-from i2dl.training import RUNS_ROOT, LabCLI, dispatch
+from i2dl.training import RUNS_ROOT, LabCLI, dispatch, load_module
 
 HELP = """usage: i2dl autoencoder {pretrain,finetune,run,sweep} ...
 
@@ -25,7 +27,7 @@ HELP = """usage: i2dl autoencoder {pretrain,finetune,run,sweep} ...
                                    --model.encoder_ckpt runs/autoencoder/pretrain_conv/checkpoints/best.ckpt
                                (without --model.encoder_ckpt: the from-scratch baseline)
   run                          the whole story for one N: pretrain, fine-tune, baseline, table
-                               i2dl autoencoder run --num_labels 100
+                               i2dl autoencoder run --num_labels 100 [--pseudo_labels 0.5]
   sweep                        several N, both methods: CSV and accuracy-vs-labels plot
                                i2dl autoencoder sweep --num_labels 10 100 1000 all
 """
@@ -127,10 +129,11 @@ def run_pretrain(args, run_dir: Path, num_labels, seed: int) -> tuple[Path, dict
     return best, {k: float(v) for k, v in cli.trainer.callback_metrics.items() if v.numel() == 1}
 
 
-def run_finetune(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path | None) -> dict:
+def run_finetune(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path | None,
+                 extra: list[str] = ()) -> dict:
     config = args.finetune_config or _config(f"finetune_{args.arch}.yaml")
     argv = ["fit", "-c", str(config), "--run_dir", str(run_dir), *_common(args, num_labels, seed),
-            "--model.encoder_ckpt", str(encoder_ckpt) if encoder_ckpt else "null"]
+            "--model.encoder_ckpt", str(encoder_ckpt) if encoder_ckpt else "null", *extra]
     if args.finetune_steps is not None and not args.smoke:
         argv += ["--trainer.max_steps", str(args.finetune_steps)]
     if args.encoder_mode is not None and encoder_ckpt:
@@ -143,8 +146,28 @@ def run_finetune(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path 
             "val_acc": float(best_val) if best_val is not None else float("nan"), "seconds": time.time() - start}
 
 
+@torch.no_grad()
+def make_pseudo_labels(args, classifier_ckpt: Path, num_labels, seed: int, threshold: float, path: Path) -> int:
+    """Label this split's unlabeled images with a fine-tuned classifier, keep those whose top softmax probability
+    is at least `threshold`, write them to `path`; returns how many were kept."""
+    module = load_module(EncoderClassifier, classifier_ckpt)
+    data = AutoencoderDataModule(dataset=args.dataset, data_dir=args.data_dir, num_labels=num_labels,
+                                 val_size=args.val_size, seed=seed, unlabeled_limit=512 if args.smoke else None)
+    data.setup("fit")
+    images = data.unlabeled[0]
+    probs = torch.cat([module(images[i:i + 4096].unsqueeze(1).float() / 255).softmax(1)
+                       for i in range(0, len(images), 4096)])
+    confidence, labels = probs.max(1)
+    keep = confidence >= threshold
+    save_pseudo_labels(path, split_key(args.dataset, num_labels, args.val_size, seed), data.unlabeled_indices[keep],
+                       labels[keep], confidence[keep])
+    return int(keep.sum())
+
+
 def story(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path | None = None) -> list[dict]:
-    """Pretrain (unless given an encoder), fine-tune it, train the baseline; one row per method."""
+    """Pretrain (unless given an encoder), fine-tune it, train the baseline; one row per method. With
+    `--pseudo_labels T`, the optional further stage: the fine-tuned classifier labels the unlabeled images, those
+    it gives a probability >= T join the labeled ones, and training goes on from it for the same number of steps."""
     rows = []
     pretrain_seconds = 0.0
     if encoder_ckpt is None:
@@ -157,6 +180,20 @@ def story(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path | None 
         rows.append({"dataset": args.dataset, "arch": args.arch, "num_labels": num_labels, "seed": seed,
                      "method": method, **result,
                      "pretrain_seconds": pretrain_seconds if ckpt else 0.0})
+    threshold = getattr(args, "pseudo_labels", None)
+    if threshold is not None:
+        fine_tuned = run_dir / "pretrained" / f"n{num_labels}_seed{seed}" / "checkpoints" / "best.ckpt"
+        folder = run_dir / "pseudo_labels" / f"n{num_labels}_seed{seed}"
+        start = time.time()
+        kept = make_pseudo_labels(args, fine_tuned, num_labels, seed, threshold, folder / "pseudo_labels.pt")
+        print(f"pseudo-labels: {kept} unlabeled images with probability >= {threshold} -> "
+              f"{folder / 'pseudo_labels.pt'}", flush=True)
+        result = run_finetune(args, folder, num_labels, seed, None,
+                              ["--model.init_ckpt", str(fine_tuned), "--data.pseudo_labels",
+                               str(folder / "pseudo_labels.pt"), "--data.batch_size", str(args.pseudo_batch_size)])
+        result["seconds"] = time.time() - start
+        rows.append({"dataset": args.dataset, "arch": args.arch, "num_labels": num_labels, "seed": seed,
+                     "method": "pretrained + pseudo-labels", **result, "pretrain_seconds": pretrain_seconds})
     return rows
 
 
@@ -186,7 +223,14 @@ def run(argv: list[str]) -> None:
                            "scratch on the same labels, and compare test accuracy.")
     parser.add_argument("--num_labels", type=_num_labels, default=100, help="labeled training images (or 'all')")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pseudo_labels", type=float, default=None, metavar="T",
+                        help="optional further stage (off by default): pseudo-label the unlabeled images with the "
+                             "fine-tuned classifier, keep those with probability >= T, train on with them")
+    parser.add_argument("--pseudo_batch_size", type=int, default=256,
+                        help="batch size of the pseudo-label stage (labeled and pseudo-labeled images mixed)")
     args = parser.parse_args(argv)
+    if args.pseudo_labels is not None and not 0 <= args.pseudo_labels < 1:
+        parser.error(f"--pseudo_labels {args.pseudo_labels}: a probability threshold in [0, 1)")
     _check_request(args, args.num_labels)
     run_dir = Path(args.run_dir or RUNS_ROOT / "autoencoder" / f"run_{args.arch}_n{args.num_labels}_seed{args.seed}")
     start = time.time()

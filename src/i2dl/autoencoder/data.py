@@ -4,6 +4,8 @@ From the 60,000 training images: a seeded, class-balanced labeled validation set
 class-balanced labeled training set (`num_labels`), and the unlabeled rest, whose labels are never used.
 `stage="pretrain"` trains on the unlabeled images (the autoencoder sees pixels only); `stage="finetune"` trains on
 the labeled ones. Both validate on the labeled validation set and test on the full 10,000 test images.
+The optional further stage adds pseudo-labeled images (`pseudo_labels`, written by `save_pseudo_labels`) to the
+labeled training set.
 """
 
 from __future__ import annotations
@@ -20,6 +22,54 @@ from i2dl.data.memory import InMemoryBatches, InMemoryEvalLoaders
 from i2dl.errors import I2DLError
 
 UNKNOWN_LABEL = -1  # what the pretraining loader yields instead of the unlabeled images' labels
+
+
+class CleanTargetBatches(InMemoryBatches):
+    """Pretraining batches `(augmented images, the same images unaugmented)`: the autoencoder learns to undo the
+    random rotation/scale/shift (a denoising autoencoder whose corruption is geometric), so its codes describe the
+    digit rather than its pose."""
+
+    def make_batch(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None):
+        return (x if generator is None else self.transform(x, generator)), x
+
+
+def split_key(dataset: str, num_labels, val_size: int, seed: int) -> dict:
+    """What identifies a split: pseudo-labels are only valid for the split whose unlabeled images they label."""
+    return {"dataset": dataset, "num_labels": num_labels, "val_size": val_size, "seed": seed}
+
+
+def save_pseudo_labels(path, key: dict, indices: torch.Tensor, labels: torch.Tensor,
+                       confidence: torch.Tensor) -> None:
+    """Write pseudo-labels (indices into the training images, predicted class, confidence) for split `key`."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"split": key, "indices": indices.long(), "labels": labels.long(), "confidence": confidence.float()},
+               tmp)
+    tmp.replace(path)
+
+
+def load_pseudo_labels(path, key: dict, unlabeled: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(indices, labels)` from a `save_pseudo_labels` file, checked against this split: one-line errors."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        indices, labels, split = data["indices"], data["labels"], data["split"]
+    except FileNotFoundError:
+        raise I2DLError(f"{path}: pseudo-label file not found") from None
+    except Exception as exc:  # not a torch file, or not ours
+        raise I2DLError(f"{path}: not a pseudo-label file of `i2dl autoencoder run` ({type(exc).__name__})") from None
+    if split != key:
+        raise I2DLError(f"{path}: pseudo-labels for split {split}, but this run's split is {key}")
+    free = torch.zeros(int(torch.cat([unlabeled, indices, torch.zeros(1, dtype=torch.long)]).max()) + 1,
+                       dtype=torch.bool)
+    free[unlabeled] = True
+    if len(indices) != len(labels) or not free[indices].all():
+        raise I2DLError(f"{path}: pseudo-labels must name unlabeled images of this split, one label each")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise I2DLError(f"{path}: pseudo-label {int(labels.max())} outside 0..{num_classes - 1}")
+    return indices, labels
 
 
 def balanced_quotas(available: list[int], total: int, generator: torch.Generator) -> list[int]:
@@ -98,6 +148,13 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
         samples_per_epoch: a small labeled set is repeated (each copy augmented differently) until an epoch
             holds at least this many images, so that tiny sets do not pay a validation pass per optimiser step.
         augment: random rotation/scale/shift (`RandomAffine`) on training batches.
+        pretrain_target: what the autoencoder reconstructs: "input" (the image it is given, augmented or not) or
+            "clean" (the unaugmented image from the augmented one: a denoising autoencoder; needs `augment`).
+        pseudo_labels: the optional further stage: a file of pseudo-labels for this split's unlabeled images
+            (`save_pseudo_labels`, written by `i2dl autoencoder run --pseudo_labels`), added to the labeled
+            training set in the fine-tuning stage.
+        labeled_share: with pseudo-labels, the labeled images are repeated until they are about this share of the
+            training set (so each batch still holds the real labels).
         unlabeled_limit: use only this many unlabeled images (tests, quick looks); None = all.
         download: fetch missing files from the public mirrors.
     """
@@ -107,7 +164,8 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
                  val_size: int = 100, seed: int = 0, batch_size: int = 128, eval_batch_size: int = 1000,
                  samples_per_epoch: int = 2000, augment: bool = True, max_rotation: float = 15.0,
                  max_scale: float = 0.15, max_shift: float = 0.12, hflip: bool = False,
-                 unlabeled_limit: int | None = None, download: bool = True) -> None:
+                 pretrain_target: Literal["input", "clean"] = "input", pseudo_labels: str | None = None,
+                 labeled_share: float = 0.4, unlabeled_limit: int | None = None, download: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         if dataset not in DATASETS:
@@ -116,8 +174,13 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
             raise I2DLError(f"stage={stage!r}: choose 'pretrain' or 'finetune'")
         if not (num_labels == "all" or (isinstance(num_labels, int) and not isinstance(num_labels, bool))):
             raise I2DLError(f"num_labels={num_labels!r}: give a whole number or 'all'")
+        if pretrain_target == "clean" and not augment:
+            raise I2DLError("pretrain_target='clean' reconstructs unaugmented images from augmented ones: "
+                            "it needs augment=true")
+        if not 0 < labeled_share < 1:
+            raise I2DLError(f"labeled_share={labeled_share}: must be between 0 and 1")
         self.classes = list(DATASETS[dataset].classes)
-        self.labeled = self.val = self.unlabeled = self.test = None
+        self.labeled = self.val = self.unlabeled = self.test = self.pseudo = None
 
     @property
     def num_classes(self) -> int:
@@ -136,8 +199,14 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
             if hp.unlabeled_limit is not None:
                 unlabeled = unlabeled[: hp.unlabeled_limit]
             self.labeled = (images[labeled], labels[labeled])
+            self.pseudo = None
+            if hp.pseudo_labels:
+                key = split_key(hp.dataset, hp.num_labels, hp.val_size, hp.seed)
+                self.pseudo = load_pseudo_labels(hp.pseudo_labels, key, unlabeled, self.num_classes)
+                self.pseudo = (images[self.pseudo[0]], self.pseudo[1])
             self.val = (images[val], labels[val])
             self.unlabeled = (images[unlabeled], torch.full((len(unlabeled),), UNKNOWN_LABEL, dtype=torch.long))
+            self.unlabeled_indices = unlabeled  # into the training images: what pseudo-label files refer to
         if self.test is None and stage in (None, "test", "predict"):
             self.test = load_split(hp.dataset, "test", hp.data_dir, hp.download)
 
@@ -148,10 +217,17 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
             raise I2DLError(f"no {'unlabeled' if hp.stage == 'pretrain' else 'labeled'} training images are left "
                             f"with num_labels={hp.num_labels}, val_size={hp.val_size}")
         repeats = max(1, math.ceil(hp.samples_per_epoch / len(images))) if hp.stage == "finetune" else 1
+        pseudo = self.pseudo if hp.stage == "finetune" else None
+        if pseudo is not None and len(pseudo[0]):
+            share = hp.labeled_share / (1 - hp.labeled_share)
+            repeats = max(repeats, math.ceil(share * len(pseudo[0]) / len(images)))
         if repeats > 1:
             images, labels = images.repeat(repeats, 1, 1), labels.repeat(repeats)
+        if pseudo is not None:
+            images, labels = torch.cat([images, pseudo[0]]), torch.cat([labels, pseudo[1]])
         transform = RandomAffine(hp.max_rotation, hp.max_scale, hp.max_shift, hp.hflip) if hp.augment else None
         rank, world = self._rank()
         batch_size = min(hp.batch_size, len(images) // world)
-        return InMemoryBatches(images, labels, batch_size=batch_size, shuffle=True, seed=hp.seed, drop_last=True,
-                               transform=transform, rank=rank, world_size=world)
+        batches = CleanTargetBatches if hp.stage == "pretrain" and hp.pretrain_target == "clean" else InMemoryBatches
+        return batches(images, labels, batch_size=batch_size, shuffle=True, seed=hp.seed, drop_last=True,
+                       transform=transform, rank=rank, world_size=world)

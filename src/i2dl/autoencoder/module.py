@@ -67,8 +67,9 @@ class AutoencoderModule(CompatibleCheckpoints, L.LightningModule):
         return F.mse_loss(x_hat, x)
 
     def training_step(self, batch, batch_idx):
-        x, _ = batch  # the unlabeled images' labels are placeholders (-1) and are not used
-        loss = self.reconstruction_loss(self(x), x)
+        # (images, placeholder labels -1, never used), or (augmented images, clean images) to reconstruct
+        x, target = batch
+        loss = self.reconstruction_loss(self(x), target if target.dim() == x.dim() else x)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -151,6 +152,8 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
     Args:
         arch, latent_dim, width: the encoder (must match the pretrained checkpoint's).
         encoder_ckpt: an `AutoencoderModule` checkpoint whose encoder starts the classifier; None = from scratch.
+        init_ckpt: an `EncoderClassifier` checkpoint whose weights (encoder and head) start this one instead (the
+            optional pseudo-label stage goes on from the fine-tuned classifier); must match arch/latent/width.
         encoder_mode: "full" (fine-tune everything at `lr`), "lower_lr" (encoder at `lr * encoder_lr_ratio`),
             "frozen" (only the head learns; the encoder, batch-norm statistics included, stays as pretrained).
         lr, weight_decay, schedule, label_smoothing: AdamW and cross-entropy settings.
@@ -159,7 +162,7 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
     """
 
     def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
-                 num_classes: int = 10, encoder_ckpt: str | None = None,
+                 num_classes: int = 10, encoder_ckpt: str | None = None, init_ckpt: str | None = None,
                  encoder_mode: Literal["full", "lower_lr", "frozen"] = "lower_lr", encoder_lr_ratio: float = 0.1,
                  lr: float = 1e-3, weight_decay: float = 1e-4, schedule: Literal["constant", "onecycle"] = "onecycle",
                  label_smoothing: float = 0.1, head_hidden: int = 64, dropout: float = 0.3) -> None:
@@ -177,9 +180,15 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
         return self.model(x)
 
     def load_encoder(self) -> None:
-        """Copy the pretrained encoder in (once). A checkpoint of this classifier, when resuming or testing,
-        is restored after this and wins; rebuilding from a classifier checkpoint never reads `encoder_ckpt`."""
+        """Copy the starting weights in (once): `init_ckpt`'s whole classifier, else `encoder_ckpt`'s encoder.
+        A checkpoint of this classifier, when resuming or testing, is restored after this and wins; rebuilding from
+        a classifier checkpoint never reads `encoder_ckpt` or `init_ckpt`."""
         hp = self.hparams
+        if hp.init_ckpt and not self.encoder_loaded:
+            state = load_checkpoint(hp.init_ckpt).get("state_dict", {})
+            check_state_dict_compatible(self.state_dict(), state, str(hp.init_ckpt))
+            self.load_state_dict(state)
+            self.encoder_loaded = True
         if hp.encoder_ckpt and not self.encoder_loaded:
             weights = load_pretrained_encoder(hp.encoder_ckpt, hp.arch, hp.latent_dim, hp.width)
             check_state_dict_compatible(self.model.encoder.state_dict(), weights, str(hp.encoder_ckpt))
