@@ -199,7 +199,7 @@ class LabCLI(LightningCLI):
     resumes where the run stopped.
     """
 
-    def __init__(self, lab: str, model_class, datamodule_class, monitor: str, mode: str = "max",
+    def __init__(self, lab: str, model_class, datamodule_class, monitor: str | None, mode: str = "max",
                  args: list[str] | None = None, checkpoint_every_n_steps: int = 200, **kwargs: Any) -> None:
         self.lab, self.monitor, self.mode = lab, monitor, mode
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
