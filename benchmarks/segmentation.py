@@ -34,12 +34,12 @@ RUNS: dict[str, tuple[str, int, list[str], str]] = {
                                "(b) ImageNet MobileNetV2 + U-Net decoder, MSRC-v2; target course acc >= 85%"),
     "camvid_unet_mobilenet_v2": ("unet_mobilenet_v2_camvid.yaml", 40, [],
                                  "(b) ImageNet MobileNetV2 + U-Net decoder, CamVid; target mIoU >= 55 at 360x480"),
-    "camvid_lraspp": ("lraspp_camvid.yaml", 30, ["--model.weights", "null", "--model.weights_backbone", "null"],
+    "camvid_lraspp": ("lraspp_camvid.yaml", 12, ["--model.weights", "null", "--model.weights_backbone", "null"],
                       "(a) LR-ASPP MobileNetV3, CamVid from scratch (offline: no torchvision weights)"),
-    "msrc_lraspp_from_camvid": ("lraspp_msrc.yaml", 20,
+    "msrc_lraspp_from_camvid": ("lraspp_msrc.yaml", 12,
                                 ["--model.weights", str(BENCH / "camvid_lraspp" / "checkpoints" / "best.ckpt")],
                                 "(a) LR-ASPP MobileNetV3, MSRC-v2, from the CamVid run's checkpoint, new last layer"),
-    "msrc_lraspp_scratch": ("lraspp_msrc.yaml", 20, ["--model.weights", "null", "--model.weights_backbone", "null"],
+    "msrc_lraspp_scratch": ("lraspp_msrc.yaml", 12, ["--model.weights", "null", "--model.weights_backbone", "null"],
                             "(a) LR-ASPP MobileNetV3, MSRC-v2 from scratch"),
 }
 METRICS = ("acc", "pixel_acc", "miou")
