@@ -135,8 +135,7 @@ def test_frozen_bn_keeps_the_backbone_statistics_once_unfrozen(frozen_bn):
 
     module = SegmentationModule(approach="backbone_decoder", backbone="mobilenet_v2", decoder_channels=(16, 8, 8, 8),
                                 freeze_backbone_epochs=0, frozen_bn=frozen_bn)
-    module.train()
-    module.on_train_batch_start(None, 0)  # epoch 0 >= freeze_backbone_epochs: the backbone is trainable
+    module.train()  # as Lightning does after each validation; epoch 0 >= freeze_backbone_epochs: backbone trainable
     backbone_bn = [m for m in module.model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     decoder_bn = [m for m in module.model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert backbone_bn and decoder_bn

@@ -25,7 +25,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from i2dl.data.segmentation import DATASETS, IGNORE_INDEX
 from i2dl.segmentation.model import build_segmenter
 from i2dl.segmentation.viz import plot_class_iou, plot_segmentation_rows
-from i2dl.training import CompatibleCheckpoints, csv_metric_files, total_training_steps
+from i2dl.training import CompatibleCheckpoints, csv_metric_files, make_optimizer, total_training_steps
 from i2dl.viz import plot_curves
 
 FIGURE_ROWS = 4
@@ -145,8 +145,16 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         frozen = self.backbone_frozen()
         for p in self.model.backbone.parameters():
             p.requires_grad_(not frozen)
+        self._backbone_modes()
 
-    def on_train_batch_start(self, batch, batch_idx) -> None:
+    def train(self, mode: bool = True):
+        """Lightning switches to train mode after every validation; the backbone's frozen parts stay in eval mode."""
+        super().train(mode)
+        if mode and hasattr(self, "hparams"):
+            self._backbone_modes()
+        return self
+
+    def _backbone_modes(self) -> None:
         if self.backbone_frozen():
             self.model.backbone.eval()  # frozen BatchNorm statistics too
         elif self.hparams.frozen_bn:
@@ -235,10 +243,7 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         groups = [{"params": [p for p in self.model.parameters() if id(p) in backbone_ids],
                    "lr": hp.lr * hp.backbone_lr_factor},
                   {"params": [p for p in self.model.parameters() if id(p) not in backbone_ids], "lr": hp.lr}]
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        optimizer, _ = make_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, "constant", 0, 0.0)
         if hp.schedule == "constant":
             return optimizer
         # Recomputed whenever training (re)starts, so a resumed run may be given more epochs than it began with.
