@@ -11,6 +11,7 @@ labeled training set.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -41,8 +42,6 @@ def split_key(dataset: str, num_labels, val_size: int, seed: int) -> dict:
 def save_pseudo_labels(path, key: dict, indices: torch.Tensor, labels: torch.Tensor,
                        confidence: torch.Tensor) -> None:
     """Write pseudo-labels (indices into the training images, predicted class, confidence) for split `key`."""
-    from pathlib import Path
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -51,7 +50,8 @@ def save_pseudo_labels(path, key: dict, indices: torch.Tensor, labels: torch.Ten
     tmp.replace(path)
 
 
-def load_pseudo_labels(path, key: dict, unlabeled: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_pseudo_labels(path, key: dict, unlabeled: torch.Tensor, num_images: int,
+                       num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`(indices, labels)` from a `save_pseudo_labels` file, checked against this split: one-line errors."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -62,10 +62,8 @@ def load_pseudo_labels(path, key: dict, unlabeled: torch.Tensor, num_classes: in
         raise I2DLError(f"{path}: not a pseudo-label file of `i2dl autoencoder run` ({type(exc).__name__})") from None
     if split != key:
         raise I2DLError(f"{path}: pseudo-labels for split {split}, but this run's split is {key}")
-    free = torch.zeros(int(torch.cat([unlabeled, indices, torch.zeros(1, dtype=torch.long)]).max()) + 1,
-                       dtype=torch.bool)
-    free[unlabeled] = True
-    if len(indices) != len(labels) or not free[indices].all():
+    in_range = len(indices) == 0 or (indices.min() >= 0 and indices.max() < num_images)
+    if len(indices) != len(labels) or not in_range or _not_in(indices, unlabeled, num_images).any():
         raise I2DLError(f"{path}: pseudo-labels must name unlabeled images of this split, one label each")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise I2DLError(f"{path}: pseudo-label {int(labels.max())} outside 0..{num_classes - 1}")
@@ -202,7 +200,7 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
             self.pseudo = None
             if hp.pseudo_labels:
                 key = split_key(hp.dataset, hp.num_labels, hp.val_size, hp.seed)
-                self.pseudo = load_pseudo_labels(hp.pseudo_labels, key, unlabeled, self.num_classes)
+                self.pseudo = load_pseudo_labels(hp.pseudo_labels, key, unlabeled, len(images), self.num_classes)
                 self.pseudo = (images[self.pseudo[0]], self.pseudo[1])
             self.val = (images[val], labels[val])
             self.unlabeled = (images[unlabeled], torch.full((len(unlabeled),), UNKNOWN_LABEL, dtype=torch.long))
