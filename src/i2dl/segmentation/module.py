@@ -82,6 +82,8 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         backbone_lr_factor: the backbone's learning rate is `lr * backbone_lr_factor`.
         schedule: "constant", or per step over the whole run: "cosine" (5% warm-up, cosine decay) or "onecycle"
             (20% warm-up, cosine decay).
+        channels_last: NHWC memory layout for the network and its inputs: on this CPU 1.4x faster per training step
+            in float32 and 1.65x with `--trainer.precision bf16-mixed` (MobileNetV2 U-Net, batch 8 at 224x224).
     """
 
     def __init__(self, dataset: Literal["msrc_v2", "camvid"] = "msrc_v2",
@@ -93,7 +95,8 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
                  optimizer: Literal["adamw", "sgd"] = "adamw",
                  schedule: Literal["constant", "cosine", "onecycle"] = "cosine",
                  class_weighting: Literal["none", "median_frequency", "inverse_sqrt"] = "none",
-                 aux_weight: float = 0.5, freeze_backbone_epochs: int = 0, frozen_bn: bool = False) -> None:
+                 aux_weight: float = 0.5, freeze_backbone_epochs: int = 0, frozen_bn: bool = False,
+                 channels_last: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.info = DATASETS[dataset]
@@ -102,6 +105,8 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         self.model = build_segmenter(approach, n, arch=arch, weights=weights, weights_backbone=weights_backbone,
                                      aux_loss=aux_loss, backbone=backbone, decoder_channels=decoder_channels,
                                      dropout=dropout)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.register_buffer("class_weights", torch.ones(n))
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_{name}": metric
@@ -131,11 +136,15 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
             print("class weights: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(self.class_names,
                                                                                 self.class_weights.tolist())))
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.model(self._layout(x))
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
+        # float32 loss also under bf16 autocast
+        return F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
 
     # --- freezing ------------------------------------------------------------------------------------------------
     def backbone_frozen(self) -> bool:
@@ -165,7 +174,7 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
     # --- steps -----------------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = batch
-        out, aux = self.model.forward_train(x)
+        out, aux = self.model.forward_train(self._layout(x))
         loss = self.loss(out, y)
         if aux is not None and self.hparams.aux_weight:
             aux_loss = self.loss(aux, y)
