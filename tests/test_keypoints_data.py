@@ -149,6 +149,9 @@ def test_flip_on_real_faces_keeps_the_subjects_left_on_the_image_right(tmp_path,
     out_image, out_points = HorizontalFlipKeypoints(p=1.0)(image, points)
     assert isinstance(out_points, tv_tensors.KeyPoints)
     assert torch.equal(out_image, image.flip(-1)) and torch.allclose(out_points, flipped[0])
+    # a calibrated mirror x -> 95 + offset - x (labels that sit off-centre) moves x only, by the offset
+    _, shifted = HorizontalFlipKeypoints(p=1.0, offset=2.3)(image, points)
+    assert torch.allclose(shifted[:, 0], flipped[0, :, 0] + 2.3) and torch.equal(shifted[:, 1], out_points[:, 1])
 
 
 def test_augmentation_moves_keypoints_with_the_image():

@@ -47,11 +47,16 @@ def flip_keypoints_left_right(keypoints: torch.Tensor, width: int = IMAGE_SIZE) 
 
 
 class HorizontalFlipKeypoints(v2.Transform):
-    """`v2.RandomHorizontalFlip` that also relabels the keypoints (left <-> right)."""
+    """`v2.RandomHorizontalFlip` that also relabels the keypoints (left <-> right).
 
-    def __init__(self, p: float = 0.5) -> None:
+    `offset` (pixels) is added to every flipped x: torchvision mirrors x -> W - 1 - x, right when the labels are
+    mirror-consistent with the pixels; a dataset whose labels sit off-centre needs x -> W - 1 + offset - x
+    (`benchmarks/keypoints_flip.py` measures it).
+    """
+
+    def __init__(self, p: float = 0.5, offset: float = 0.0) -> None:
         super().__init__()
-        self.p = p
+        self.p, self.offset = p, offset
 
     def forward(self, *inputs):
         if torch.rand(1) >= self.p:
@@ -61,6 +66,8 @@ class HorizontalFlipKeypoints(v2.Transform):
     def transform(self, inpt, params):
         if isinstance(inpt, tv_tensors.KeyPoints):
             flipped = TF.horizontal_flip(inpt)[..., list(FLIP_PERMUTATION), :]
+            if self.offset:
+                flipped = flipped + torch.tensor([self.offset, 0.0], dtype=flipped.dtype)
             return tv_tensors.wrap(flipped, like=inpt)
         return TF.horizontal_flip(inpt)
 
@@ -76,9 +83,10 @@ class KeypointAugment:
     """
 
     def __init__(self, hflip: bool = True, max_rotation: float = 10.0, max_scale: float = 0.1,
-                 max_shift: float = 0.05, brightness: float = 0.2, contrast: float = 0.2, group_size: int = 8) -> None:
+                 max_shift: float = 0.05, brightness: float = 0.2, contrast: float = 0.2, group_size: int = 8,
+                 hflip_offset: float = 0.0) -> None:
         self.group_size = group_size
-        steps: list = [HorizontalFlipKeypoints(0.5)] if hflip else []
+        steps: list = [HorizontalFlipKeypoints(0.5, hflip_offset)] if hflip else []
         if max_rotation or max_scale or max_shift:
             steps.append(v2.RandomAffine(degrees=max_rotation, translate=(max_shift, max_shift),
                                          scale=(1 - max_scale, 1 + max_scale),
@@ -135,6 +143,8 @@ class FacialKeypointsDataModule(L.LightningDataModule):
         missing: "drop" faces with any keypoint missing (the course's choice) or "mask" them out of the loss.
         val_size: when there is no `val.csv[.gz]`, hold out this many training faces (seeded) instead.
         augment: flip (with left/right relabelling), rotation, scale, shift, brightness, contrast.
+        hflip: include the horizontal flip in `augment`; hflip_offset: pixels added to a flipped x (see
+            `HorizontalFlipKeypoints`).
         train_subset: use only the first this-many training faces (tests, quick looks); None = all.
     """
 
@@ -142,7 +152,7 @@ class FacialKeypointsDataModule(L.LightningDataModule):
                  batch_size: int = 64, eval_batch_size: int = 256, val_size: int = 400, seed: int = 0,
                  augment: bool = True, hflip: bool = True, max_rotation: float = 10.0, max_scale: float = 0.1,
                  max_shift: float = 0.05, brightness: float = 0.2, contrast: float = 0.2,
-                 train_subset: int | None = None) -> None:
+                 train_subset: int | None = None, hflip_offset: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.train = self.val = self.test = None
@@ -177,7 +187,7 @@ class FacialKeypointsDataModule(L.LightningDataModule):
     def train_dataloader(self) -> KeypointBatches:
         hp = self.hparams
         transform = KeypointAugment(hp.hflip, hp.max_rotation, hp.max_scale, hp.max_shift, hp.brightness,
-                                    hp.contrast) if hp.augment else None
+                                    hp.contrast, hflip_offset=hp.hflip_offset) if hp.augment else None
         rank, world = self._rank()
         return KeypointBatches(self.train.images, _labels(self.train), batch_size=hp.batch_size, shuffle=True,
                                seed=hp.seed, drop_last=True, transform=transform, rank=rank, world_size=world)
