@@ -100,6 +100,27 @@ def test_reinforce_resume_continues_exactly(tmp_path):
         [r["episode_return"] for r in read_csv(tmp_path / "b/episodes.csv")]
 
 
+def test_reinforce_best_checkpoint_by_greedy_evaluation(tmp_path):
+    """With eval_every, best.pt is the network at the best greedy evaluation mean, and the evaluations leave the
+    training itself untouched (same weights and episodes as a run without them)."""
+    config = str(REPO / "configs/rl/reinforce_cartpole.yaml")
+    common = ["--tensorboard", "false", "--episodes", "8", "--eval_episodes", "2"]
+    assert run_main("rl", "train", "-c", config, "--run_dir", str(tmp_path / "plain"), "--eval_every", "0",
+                    *common)[0] == 0
+    assert run_main("rl", "train", "-c", config, "--run_dir", str(tmp_path / "eval"), "--eval_every", "2",
+                    *common)[0] == 0
+    plain = load_checkpoint(tmp_path / "plain/checkpoints/last.pt")
+    evaluated = load_checkpoint(tmp_path / "eval/checkpoints/last.pt")
+    for key, tensor in plain["model"].items():
+        torch.testing.assert_close(tensor, evaluated["model"][key], rtol=0, atol=0)
+    scores = [float(r["eval/greedy_return"]) for r in read_csv(tmp_path / "eval/metrics.csv")
+              if r["eval/greedy_return"]]
+    assert len(scores) == 4  # after episodes 2, 4, 6, 8
+    best = load_checkpoint(tmp_path / "eval/checkpoints/best.pt")
+    assert best["best_mean_return"] == max(scores)
+    assert best["episode"] == 2 * (scores.index(max(scores)) + 1)
+
+
 def test_ppo_resume_after_sigkill_continues_the_curve(tmp_path):
     """SIGKILL a training process after a checkpoint; `--resume` continues from it and the logs go on."""
     run_dir = tmp_path / "killed"

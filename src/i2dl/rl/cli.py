@@ -195,27 +195,6 @@ def load_agent(ckpt_path: str, env_id: str | None = None, render_mode: str | Non
     return network.eval(), env, checkpoint
 
 
-def run_episodes(network, env, episodes: int, seed: int, greedy: bool, frames: list | None = None,
-                 max_frames: int = 0) -> list[float]:
-    """Returns of `episodes` episodes reset with seeds seed, seed+1, ...; optionally collects rendered frames."""
-    import torch
-
-    returns = []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + k)
-        total, done = 0.0, False
-        while not done:
-            if frames is not None and (not max_frames or len(frames) < max_frames):
-                frames.append(env.render())
-            with torch.no_grad():
-                action = int(network.act(torch.as_tensor(np.asarray(obs))[None], greedy=greedy)[0])
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return returns
-
-
 def evaluate(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="i2dl rl eval", description="Play N seeded episodes and print the returns.")
     parser.add_argument("--ckpt_path", required=True, help="checkpoint file or run folder")
@@ -230,7 +209,7 @@ def evaluate(argv: list[str]) -> None:
 
     torch.set_num_threads(1)
     network, env, checkpoint = load_agent(args.ckpt_path, args.env_id)
-    from i2dl.rl.runs import summarize
+    from i2dl.rl.runs import run_episodes, summarize
 
     started = time.perf_counter()
     returns = run_episodes(network, env, args.episodes, args.seed, greedy=not args.sampled)
@@ -258,6 +237,8 @@ def record(argv: list[str]) -> None:
     network, env, checkpoint = load_agent(args.ckpt_path, render_mode="rgb_array")
     frames: list[np.ndarray] = []
     import gymnasium as gym
+
+    from i2dl.rl.runs import run_episodes
 
     try:
         returns = run_episodes(network, env, args.episodes, args.seed, greedy=not args.sampled, frames=frames,

@@ -24,9 +24,10 @@ from torch import nn
 
 from i2dl.rl.envs import make_env
 from i2dl.rl.runs import (BestCheckpoint, RunLogger, last_checkpoint, plot_learning_curve, plot_win_percentage, rng_states,
-                          save_checkpoint, seed_everything, start_run)
+                          run_episodes, save_checkpoint, seed_everything, start_run)
 
 ALGO = "reinforce"
+EVAL_SEED = 20_000
 
 
 @dataclass
@@ -57,6 +58,12 @@ class ReinforceConfig:
     """seeds torch/numpy/python; episode k is reset with seed + k"""
     checkpoint_every: int = 20
     """write checkpoints/last.pt every this many episodes (and at the end)"""
+    eval_every: int = 0
+    """0: checkpoints/best.pt is the network at the best mean training return over 20 episodes (sampled actions);
+    N > 0: every N episodes play `eval_episodes` greedy episodes (reset with seeds 20000, 20001, ..., apart from the
+    training seeds and from `i2dl rl eval`'s 10000, ...) and keep the network with the best mean of those"""
+    eval_episodes: int = 10
+    """greedy episodes per evaluation when eval_every > 0"""
     threads: int = 1
     """torch CPU threads (1 is fastest for these small networks on a shared machine)"""
     device: str = "cpu"
@@ -173,6 +180,7 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
                           ("cpu" if cfg.device == "auto" else cfg.device))
     config = asdict(cfg)
     env = make_env(cfg.env_id, cfg.seed, cfg.preprocessing, env_kwargs=cfg.env_kwargs)
+    eval_env = make_env(cfg.env_id, EVAL_SEED, cfg.preprocessing, env_kwargs=cfg.env_kwargs) if cfg.eval_every else None
     seed_everything(cfg.seed)
     policy = build_network(config, env.observation_space.shape, int(env.action_space.n)).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
@@ -180,7 +188,8 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
     returns: list[float] = list(checkpoint.get("recent_returns", [])) if checkpoint else []
     episode = checkpoint["episode"] if checkpoint else 0
     global_step = checkpoint["global_step"] if checkpoint else 0
-    log = RunLogger(run_dir, ["loss", "sps"], resume_step=global_step if checkpoint else None,
+    metrics = ["loss", "sps"] + (["eval/greedy_return"] if cfg.eval_every else [])
+    log = RunLogger(run_dir, metrics, resume_step=global_step if checkpoint else None,
                     wall_time_before=checkpoint["wall_time"] if checkpoint else 0.0, tensorboard=cfg.tensorboard)
     log.episode_count = episode
 
@@ -213,7 +222,13 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
 
         sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
         log.update(global_step, loss=loss.item(), sps=sps)
-        best.update(returns, state)
+        if not cfg.eval_every:
+            best.update(returns, state)
+        elif episode % cfg.eval_every == 0:
+            greedy = run_episodes(policy.eval(), eval_env, cfg.eval_episodes, EVAL_SEED, greedy=True)
+            policy.train()
+            log.update(global_step, **{"eval/greedy_return": float(np.mean(greedy))})
+            best.consider(float(np.mean(greedy)), state)
         if episode % cfg.checkpoint_every == 0 or episode == cfg.episodes:
             write_checkpoint()
         if episode % 10 == 0 or episode == cfg.episodes:
@@ -222,6 +237,8 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
     if episode == 0 or not last_checkpoint(run_dir).exists():
         write_checkpoint()
     env.close()
+    if eval_env is not None:
+        eval_env.close()
     log.close()
     plot_learning_curve(run_dir, f"REINFORCE on {cfg.env_id}")
     if "pong" in cfg.env_id.lower():

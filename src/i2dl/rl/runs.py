@@ -321,6 +321,25 @@ def start_run(run_dir: Path, algo: str, config: dict[str, Any], network: nn.Modu
     return checkpoint
 
 
+def run_episodes(network, env, episodes: int, seed: int, greedy: bool, frames: list | None = None,
+                 max_frames: int = 0) -> list[float]:
+    """Returns of `episodes` episodes reset with seeds seed, seed+1, ...; optionally collects rendered frames."""
+    returns = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        total, done = 0.0, False
+        while not done:
+            if frames is not None and (not max_frames or len(frames) < max_frames):
+                frames.append(env.render())
+            with torch.no_grad():
+                action = int(network.act(torch.as_tensor(np.asarray(obs))[None], greedy=greedy)[0])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return returns
+
+
 class BestCheckpoint:
     """Keeps `checkpoints/best.pt`: the network whenever the mean return of the last `window` finished episodes
     reaches a new maximum (policy-gradient training is noisy; this is the agent to evaluate)."""
@@ -331,7 +350,10 @@ class BestCheckpoint:
     def update(self, returns: list[float], payload: Callable[[], dict[str, Any]]) -> bool:
         if len(returns) < self.window:
             return False
-        mean = float(np.mean(returns[-self.window:]))
+        return self.consider(float(np.mean(returns[-self.window:])), payload)
+
+    def consider(self, mean: float, payload: Callable[[], dict[str, Any]]) -> bool:
+        """Save the network if `mean` (a training or an evaluation mean return) is a new best."""
         if mean <= self.best:
             return False
         self.best = mean
