@@ -47,7 +47,8 @@ def load_config(name: str, **overrides):
 
 def evaluate(checkpoint: Path, episodes: int, greedy: bool = True, seed: int = 10_000) -> list[float]:
     """Returns of `episodes` evaluation episodes of a checkpoint (or a run folder's last.pt)."""
-    from i2dl.rl.cli import load_agent, run_episodes
+    from i2dl.rl.cli import load_agent
+    from i2dl.rl.runs import run_episodes
 
     network, env, _ = load_agent(str(checkpoint))
     returns = run_episodes(network, env, episodes, seed, greedy=greedy)
