@@ -24,11 +24,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from i2dl.data.faces import KEYPOINT_NAMES  # noqa: E402
-from i2dl.keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, FacialKeypointsDataModule  # noqa: E402
-from i2dl.keypoints.module import FacialKeypointsRegressor  # noqa: E402
-from i2dl.keypoints.predict import predict_pixels  # noqa: E402
-from i2dl.training import load_module  # noqa: E402
+from i2dl.data.faces import KEYPOINT_NAMES
+from i2dl.keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, FacialKeypointsDataModule
+from i2dl.keypoints.module import FacialKeypointsRegressor
+from i2dl.keypoints.predict import predict_pixels
+from i2dl.training import load_module
 
 
 @torch.no_grad()

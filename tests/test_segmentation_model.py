@@ -144,3 +144,32 @@ def test_frozen_bn_keeps_the_backbone_statistics_once_unfrozen(frozen_bn):
     before = backbone_bn[0].running_mean.clone()
     module.model.forward_train(torch.rand(2, 3, 64, 64))
     assert torch.equal(backbone_bn[0].running_mean, before) == frozen_bn
+
+
+def test_channels_last_changes_the_layout_not_the_results():
+    """The default NHWC layout (faster on CPU) gives the same logits, loss and gradients as the plain layout."""
+    from i2dl.segmentation.module import SegmentationModule
+
+    torch.manual_seed(0)
+    nhwc = SegmentationModule(approach="backbone_decoder", decoder_channels=(16, 8, 8, 8), channels_last=True)
+    nchw = SegmentationModule(approach="backbone_decoder", decoder_channels=(16, 8, 8, 8), channels_last=False)
+    nchw.load_state_dict(nhwc.state_dict())
+    conv = next(m for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    n = nhwc.info.num_classes
+    x, y = torch.rand(2, 3, 64, 96), torch.randint(0, n, (2, 64, 96))
+    losses = []
+    for module in (nhwc, nchw):
+        module.eval()
+        logits = module(x)
+        assert logits.shape == (2, n, 64, 96)
+        loss = module.loss(logits, y)
+        loss.backward()
+        losses.append((logits, loss, conv_grad(module)))
+    torch.testing.assert_close(losses[0][0], losses[1][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(losses[0][1], losses[1][1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(losses[0][2], losses[1][2], rtol=1e-3, atol=1e-5)
+
+
+def conv_grad(module) -> torch.Tensor:
+    return next(m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)).weight.grad.contiguous()
