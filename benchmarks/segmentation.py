@@ -30,7 +30,7 @@ CONFIGS = REPO / "configs" / "segmentation"
 
 # name -> (config, epochs, extra CLI arguments, what it measures)
 RUNS: dict[str, tuple[str, int, list[str], str]] = {
-    "msrc_unet_mobilenet_v2": ("unet_mobilenet_v2_msrc.yaml", 20, [],
+    "msrc_unet_mobilenet_v2": ("unet_mobilenet_v2_msrc.yaml", 40, [],
                                "(b) ImageNet MobileNetV2 + U-Net decoder, MSRC-v2; target course acc >= 85%"),
     "camvid_unet_mobilenet_v2": ("unet_mobilenet_v2_camvid.yaml", 40, [],
                                  "(b) ImageNet MobileNetV2 + U-Net decoder, CamVid; target mIoU >= 55 at 360x480"),
