@@ -274,11 +274,12 @@ def test_whole_story_fc_and_encoder_mismatch(tmp_path):
 
 def test_sweep_conv_reuses_one_encoder(tmp_path, shared_data, capsys):
     """`sweep` covers pretrain_conv.yaml and finetune_conv.yaml: one pretraining, both methods per N
-    (in-process, as the notebook calls it)."""
+    (in-process, as the notebook calls it); with --linear_probe the head first learns on the fixed encoder."""
     from i2dl.autoencoder.cli import main
 
     sweep = tmp_path / "sw"
-    main(["sweep", "--smoke", "--num_labels", "20", "10", "--run_dir", str(sweep), "--data_dir", str(shared_data)])
+    main(["sweep", "--smoke", "--num_labels", "20", "10", "--run_dir", str(sweep), "--data_dir", str(shared_data),
+          "--linear_probe", "3"])
     with open(sweep / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["num_labels"], r["method"]) for r in rows] == [
@@ -288,6 +289,19 @@ def test_sweep_conv_reuses_one_encoder(tmp_path, shared_data, capsys):
     results = json.loads((sweep / "pretrain" / "results.json").read_text())
     assert 0 < results["test/loss"] < 1
     assert "| 20 | from scratch |" in capsys.readouterr().out
+    # the linear probe trained the head only (encoder weights as pretrained), and fine-tuning started from it
+    encoder = sweep / "pretrain" / "checkpoints" / "best.ckpt"
+    probe = sweep / "linear_probe" / "n10_seed0" / "checkpoints" / "best.ckpt"
+    probed = torch.load(probe, weights_only=False)["state_dict"]
+    pretrained = torch.load(encoder, weights_only=False)["state_dict"]
+    head = torch.load(sweep / "scratch" / "n10_seed0" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    weights = [k for k in pretrained if k.startswith("model.encoder.") and k.endswith("weight")]
+    assert weights and all(torch.equal(probed[k], pretrained[k]) for k in weights)
+    assert any(k.startswith("model.head.") for k in probed) and set(probed) == set(head)
+    probe_config = (sweep / "linear_probe" / "n10_seed0" / "config.yaml").read_text()
+    assert "encoder_mode: frozen" in probe_config and "schedule: constant" in probe_config
+    assert f"init_ckpt: {probe}" in (sweep / "pretrained" / "n10_seed0" / "config.yaml").read_text()
+    assert "init_ckpt: null" in (sweep / "scratch" / "n10_seed0" / "config.yaml").read_text()
     # the pretrained checkpoint is reusable by the stage alone, with `test`
     main(["pretrain", "test", "-c", str(REPO / "configs/autoencoder/pretrain_conv.yaml"),
           "--run_dir", str(tmp_path / "again"), "--trainer.limit_test_batches", "1",

@@ -99,6 +99,9 @@ def _story_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--finetune_steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--encoder_mode", default=None, choices=["full", "lower_lr", "frozen"],
                         help="how the pretrained encoder is fine-tuned (default: the config's)")
+    parser.add_argument("--linear_probe", type=int, default=0, metavar="STEPS",
+                        help="before fine-tuning the pretrained encoder, train the head alone on it for STEPS steps "
+                             "(encoder fixed, constant lr; LP-FT). Default 0: off")
     parser.add_argument("--run_dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny limits (tests, notebooks): checks the plumbing only")
     return parser
@@ -132,14 +135,19 @@ def run_pretrain(args, run_dir: Path, num_labels, seed: int) -> tuple[Path, dict
 
 
 def run_finetune(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path | None,
-                 extra: list[str] = ()) -> dict:
+                 extra: list[str] = (), linear_probe: int = 0) -> dict:
+    """Stage 2 (or, with `linear_probe` steps, the head-only probe before it) through the finetune CLI."""
     config = args.finetune_config or _config(f"finetune_{args.arch}.yaml")
     argv = ["fit", "-c", str(config), "--run_dir", str(run_dir), *_common(args, num_labels, seed),
             "--model.encoder_ckpt", str(encoder_ckpt) if encoder_ckpt else "null", *extra]
-    if args.finetune_steps is not None and not args.smoke:
-        argv += ["--trainer.max_steps", str(args.finetune_steps)]
-    if args.encoder_mode is not None and encoder_ckpt:
-        argv += ["--model.encoder_mode", args.encoder_mode]
+    steps = linear_probe or args.finetune_steps
+    if steps is not None and not args.smoke:
+        argv += ["--trainer.max_steps", str(steps)]
+    mode = "frozen" if linear_probe else args.encoder_mode
+    if mode is not None and encoder_ckpt:
+        argv += ["--model.encoder_mode", mode]
+    if linear_probe:
+        argv += ["--model.schedule", "constant"]
     start = time.time()
     cli = finetune(argv)
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if v.numel() == 1}
@@ -166,8 +174,8 @@ def make_pseudo_labels(args, classifier_ckpt: Path, num_labels, seed: int, thres
 
 
 def story(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path | None = None) -> list[dict]:
-    """Pretrain (unless given an encoder), fine-tune it, train the baseline; one row per method. With
-    `--pseudo_labels T`, the optional further stage: the fine-tuned classifier labels the unlabeled images, those
+    """Pretrain (unless given an encoder), fine-tune it (after a head-only probe with `--linear_probe`), train the
+    baseline; one row per method. With `--pseudo_labels T`, the optional further stage: the fine-tuned classifier labels the unlabeled images, those
     it gives a probability >= T join the labeled ones, and training goes on from it for the same number of steps."""
     rows = []
     pretrain_seconds = 0.0
@@ -177,7 +185,13 @@ def story(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path | None 
         pretrain_seconds = time.time() - start
     for method, ckpt in (("pretrained", encoder_ckpt), ("from scratch", None)):
         folder = run_dir / ("pretrained" if ckpt else "scratch") / f"n{num_labels}_seed{seed}"
-        result = run_finetune(args, folder, num_labels, seed, ckpt)
+        extra, probe_seconds = [], 0.0
+        if ckpt and args.linear_probe:
+            probe = run_dir / "linear_probe" / f"n{num_labels}_seed{seed}"
+            probe_seconds = run_finetune(args, probe, num_labels, seed, ckpt, linear_probe=args.linear_probe)["seconds"]
+            extra = ["--model.init_ckpt", str(probe / "checkpoints" / "best.ckpt")]  # encoder + probed head
+        result = run_finetune(args, folder, num_labels, seed, ckpt, extra)
+        result["seconds"] += probe_seconds
         rows.append({"dataset": args.dataset, "arch": args.arch, "num_labels": num_labels, "seed": seed,
                      "method": method, **result,
                      "pretrain_seconds": pretrain_seconds if ckpt else 0.0})
