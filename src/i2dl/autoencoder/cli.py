@@ -99,9 +99,9 @@ def _story_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--finetune_steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--encoder_mode", default=None, choices=["full", "lower_lr", "frozen"],
                         help="how the pretrained encoder is fine-tuned (default: the config's)")
-    parser.add_argument("--linear_probe", type=int, default=0, metavar="STEPS",
+    parser.add_argument("--linear_probe", type=int, default=300, metavar="STEPS",
                         help="before fine-tuning the pretrained encoder, train the head alone on it for STEPS steps "
-                             "(encoder fixed, constant lr; LP-FT). Default 0: off")
+                             "(encoder fixed, constant lr; LP-FT); 0: fine-tune straight away (default 300)")
     parser.add_argument("--run_dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny limits (tests, notebooks): checks the plumbing only")
     return parser
