@@ -9,9 +9,10 @@ times it. `--reuse_encoder` pretrains only for the first seed and fine-tunes the
 spread then covers the labeled set, the initialisation and the augmentation, not the autoencoder).
 Prints a markdown table for docs/benchmarks.md.
 
-`--plain` runs the same recipe as a plain PyTorch loop instead (no Lightning, no run folders; the pretraining draws
-random batches with replacement and every fine-tuning step sees all N labels, augmented): the reference used to
-choose the recipe, and a check that the Lightning stages add no accuracy loss of their own.
+`--plain` runs the stop-8 recipe (no linear probe, 1,000 fine-tuning steps) as a plain PyTorch loop instead (no
+Lightning, no run folders; the pretraining draws random batches with replacement and every fine-tuning step sees all
+N labels, augmented): the reference used to choose that recipe, and a check that the Lightning stages add no accuracy
+loss of their own. The probe and step variants of the current recipe: benchmarks/autoencoder_finetune.py.
 """
 
 from __future__ import annotations
