@@ -175,8 +175,9 @@ def make_pseudo_labels(args, classifier_ckpt: Path, num_labels, seed: int, thres
 
 def story(args, run_dir: Path, num_labels, seed: int, encoder_ckpt: Path | None = None) -> list[dict]:
     """Pretrain (unless given an encoder), fine-tune it (after a head-only probe with `--linear_probe`), train the
-    baseline; one row per method. With `--pseudo_labels T`, the optional further stage: the fine-tuned classifier labels the unlabeled images, those
-    it gives a probability >= T join the labeled ones, and training goes on from it for the same number of steps."""
+    baseline; one row per method. With `--pseudo_labels T`, the optional further stage: the fine-tuned classifier
+    labels the unlabeled images, those it gives a probability >= T join the labeled ones, and training goes on from
+    it for the same number of steps."""
     rows = []
     pretrain_seconds = 0.0
     if encoder_ckpt is None:
