@@ -82,8 +82,9 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         backbone_lr_factor: the backbone's learning rate is `lr * backbone_lr_factor`.
         schedule: "constant", or per step over the whole run: "cosine" (5% warm-up, cosine decay) or "onecycle"
             (20% warm-up, cosine decay).
-        channels_last: NHWC memory layout for the network and its inputs: on this CPU 1.4x faster per training step
-            in float32 and 1.65x with `--trainer.precision bf16-mixed` (MobileNetV2 U-Net, batch 8 at 224x224).
+        channels_last: NHWC memory layout for the network and its inputs: on this CPU 1.35x faster per training step
+            in float32 and 1.62x with bf16 autocast (`benchmarks/segmentation_speed.py`: MobileNetV2 U-Net, batch 8
+            at 224x224, against float32 NCHW).
     """
 
     def __init__(self, dataset: Literal["msrc_v2", "camvid"] = "msrc_v2",
