@@ -100,6 +100,43 @@ def test_reinforce_resume_continues_exactly(tmp_path):
         [r["episode_return"] for r in read_csv(tmp_path / "b/episodes.csv")]
 
 
+def test_snapshots_hold_the_run_at_their_step(tmp_path):
+    """snapshot_every keeps checkpoints/step_<step>.pt: the one at episode 4 of a 6-episode run is exactly the last
+    checkpoint of a 4-episode run (weights, step, episode)."""
+    config = str(REPO / "configs/rl/reinforce_cartpole.yaml")
+    common = ["--tensorboard", "false", "--eval_every", "0"]
+    assert run_main("rl", "train", "-c", config, "--run_dir", str(tmp_path / "long"), "--episodes", "6",
+                    "--snapshot_every", "2", *common)[0] == 0
+    assert run_main("rl", "train", "-c", config, "--run_dir", str(tmp_path / "short"), "--episodes", "4",
+                    *common)[0] == 0
+    snapshots = sorted((tmp_path / "long/checkpoints").glob("step_*.pt"))
+    steps = [load_checkpoint(path)["global_step"] for path in snapshots]
+    assert [path.name for path in snapshots] == [f"step_{step:09d}.pt" for step in steps] and len(steps) == 3
+    short = load_checkpoint(tmp_path / "short/checkpoints/last.pt")
+    kept = load_checkpoint(snapshots[1])
+    assert kept["episode"] == short["episode"] == 4 and kept["global_step"] == short["global_step"]
+    for key, tensor in short["model"].items():
+        torch.testing.assert_close(tensor, kept["model"][key], rtol=0, atol=0)
+
+
+def test_time_limit_stops_with_a_checkpoint_and_resume_extends_it(tmp_path):
+    """time_limit is a budget on the run's own clock: the run stops early with a checkpoint, and a resumed run with a
+    larger budget goes on from there (its clock counting the time already spent)."""
+    config = str(REPO / "configs/rl/ppo_cartpole.yaml")
+    run_dir = tmp_path / "budget"
+    common = ["--run_dir", str(run_dir), "--tensorboard", "false", "--total_steps", "10000000",
+              "--checkpoint_every", "1000"]
+    assert run_main("rl", "train", "-c", config, "--time_limit", "1", *common)[0] == 0
+    first = load_checkpoint(run_dir / "checkpoints/last.pt")
+    assert 0 < first["global_step"] < 10_000_000 and first["wall_time"] >= 1
+    assert run_main("rl", "train", "-c", config, "--time_limit", str(first["wall_time"] + 1), "--resume",
+                    *common)[0] == 0
+    second = load_checkpoint(run_dir / "checkpoints/last.pt")
+    assert second["global_step"] > first["global_step"] and second["wall_time"] >= first["wall_time"] + 1
+    logged = [int(r["step"]) for r in read_csv(run_dir / "metrics.csv")]
+    assert logged == sorted(logged) and max(logged) == second["global_step"]
+
+
 def test_reinforce_best_checkpoint_by_greedy_evaluation(tmp_path):
     """With eval_every, best.pt is the network at the best greedy evaluation mean, and the evaluations leave the
     training itself untouched (same weights and episodes as a run without them)."""
@@ -207,6 +244,7 @@ def bad_yaml(tmp_path: Path, text: str) -> str:
     (lambda d, t: ["train", "-c", bad_yaml(t, "algo: [ppo\n")], "not valid YAML"),
     (lambda d, t: ["train", "--env_id", "CartPole-v1"], "no algorithm"),
     (lambda d, t: ["train", "--algo", "ppo", "--num_envs", "0"], "num_envs must be positive"),
+    (lambda d, t: ["train", "--algo", "ppo", "--time_limit", "-5"], "time_limit must be positive, got -5.0"),
     (lambda d, t: ["train", "--algo", "ppo", "--preprocessing", "atari"], "is for Atari frames"),
     (lambda d, t: ["train", "--algo", "reinforce", "--run_dir", str(d), "--episodes", "1"], "already holds a run"),
     (lambda d, t: ["train", "--algo", "reinforce", "--env_id", "Acrobot-v1", "--run_dir", str(d), "--resume"],

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from i2dl.rl.envs import make_vector_env
-from i2dl.rl.runs import (BestCheckpoint, EpisodeTracker, RunLogger, last_checkpoint, plot_learning_curve, plot_win_percentage,
-                          rng_states, save_checkpoint, seed_everything, start_run)
+from i2dl.rl.runs import (BestCheckpoint, EpisodeTracker, RunLogger, last_checkpoint, plot_learning_curve,
+                          plot_win_percentage, rng_states, save_checkpoint, seed_everything, snapshot_checkpoint,
+                          start_run)
 
 ALGO = "ppo"
 
@@ -78,6 +79,12 @@ class PPOConfig:
     """seeds torch/numpy/python and the environments"""
     checkpoint_every: int = 10
     """write checkpoints/last.pt every this many updates (and at the end)"""
+    snapshot_every: int = 0
+    """also keep a copy as checkpoints/step_<agent steps>.pt every this many updates (0: never), for evaluating the
+    score against steps and wall time afterwards"""
+    time_limit: float = 0.0
+    """stop (with a checkpoint) once the run's training clock passes this many seconds, resumed time included (0: no
+    limit): a wall-time budget"""
     threads: int = 1
     """torch CPU threads"""
     device: str = "cpu"
@@ -347,7 +354,7 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         return agent.get_value(obs.to(device)).cpu()
 
     start_step, start_time = global_step, time.perf_counter()
-    while iteration < num_iterations:
+    while iteration < num_iterations and not (cfg.time_limit and log.wall_time() >= cfg.time_limit):
         lr = cfg.learning_rate * (1.0 - iteration / num_iterations) if cfg.anneal_lr else cfg.learning_rate
         optimizer.param_groups[0]["lr"] = lr
         rollout, next_obs, autoreset = collect_rollout(envs, policy, value_fn, next_obs, autoreset, cfg.num_steps,
@@ -361,12 +368,13 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         best.update(recent, state)
         if iteration % cfg.checkpoint_every == 0 or iteration == num_iterations:
             write_checkpoint()
+        if cfg.snapshot_every and iteration % cfg.snapshot_every == 0:
+            save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))
         if iteration % 10 == 0 or iteration == num_iterations:
             shown = f"{np.mean(recent[-20:]):.1f}" if recent else "-"
             print(f"update {iteration}/{num_iterations}  step {global_step}  mean return (last 20) {shown}  "
                   f"entropy {metrics['losses/entropy']:.3f}  {sps:.0f} steps/s", flush=True)
-    if not last_checkpoint(run_dir).exists():
-        write_checkpoint()
+    write_checkpoint()
     envs.close()
     log.close()
     title = f"PPO on {cfg.env_id}"

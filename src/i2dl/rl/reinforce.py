@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from i2dl.rl.envs import make_env
-from i2dl.rl.runs import (BestCheckpoint, RunLogger, last_checkpoint, plot_learning_curve, plot_win_percentage, rng_states,
-                          run_episodes, save_checkpoint, seed_everything, start_run)
+from i2dl.rl.runs import (BestCheckpoint, RunLogger, last_checkpoint, plot_learning_curve, plot_win_percentage,
+                          rng_states, run_episodes, save_checkpoint, seed_everything, snapshot_checkpoint, start_run)
 
 ALGO = "reinforce"
 EVAL_SEED = 20_000
@@ -58,6 +58,11 @@ class ReinforceConfig:
     """seeds torch/numpy/python; episode k is reset with seed + k"""
     checkpoint_every: int = 20
     """write checkpoints/last.pt every this many episodes (and at the end)"""
+    snapshot_every: int = 0
+    """also keep a copy as checkpoints/step_<agent steps>.pt every this many episodes (0: never)"""
+    time_limit: float = 0.0
+    """stop (with a checkpoint) once the run's training clock passes this many seconds, resumed time included (0: no
+    limit): a wall-time budget"""
     eval_every: int = 0
     """0: checkpoints/best.pt is the network at the best mean training return over 20 episodes (sampled actions);
     N > 0: every N episodes play `eval_episodes` greedy episodes (reset with seeds 20000, 20001, ..., apart from the
@@ -204,7 +209,7 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
         save_checkpoint(state(), last_checkpoint(run_dir))
 
     start_step, start_time = global_step, time.perf_counter()
-    while episode < cfg.episodes:
+    while episode < cfg.episodes and not (cfg.time_limit and log.wall_time() >= cfg.time_limit):
         memory = play_episode(env, policy, cfg.seed + episode, device)
         rewards = memory["rewards"]
         global_step += len(rewards)
@@ -231,11 +236,12 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
             best.consider(float(np.mean(greedy)), state)
         if episode % cfg.checkpoint_every == 0 or episode == cfg.episodes:
             write_checkpoint()
+        if cfg.snapshot_every and episode % cfg.snapshot_every == 0:
+            save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))
         if episode % 10 == 0 or episode == cfg.episodes:
             print(f"episode {episode}/{cfg.episodes}  step {global_step}  return {returns[-1]:.1f}  "
                   f"mean(last 10) {np.mean(returns[-10:]):.1f}  {sps:.0f} steps/s", flush=True)
-    if episode == 0 or not last_checkpoint(run_dir).exists():
-        write_checkpoint()
+    write_checkpoint()
     env.close()
     if eval_env is not None:
         eval_env.close()

@@ -280,12 +280,17 @@ def summarize(values: Iterable[float]) -> str:
 
 # --- starting or resuming a run -------------------------------------------------------------------------------------
 # Settings a resumed run may change (limits and bookkeeping); every other one must match the checkpoint.
-RESUMABLE_CHANGES = {"total_steps", "episodes", "checkpoint_every", "threads", "device", "vectorization",
+RESUMABLE_CHANGES = {"total_steps", "episodes", "checkpoint_every", "snapshot_every", "time_limit", "threads", "device", "vectorization",
                      "tensorboard"}
 
 
 def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.pt"
+
+
+def snapshot_checkpoint(run_dir: Path, global_step: int) -> Path:
+    """checkpoints/step_<9-digit agent step>.pt: the snapshots kept with `snapshot_every`, in step order by name."""
+    return Path(run_dir) / "checkpoints" / f"step_{global_step:09d}.pt"
 
 
 def start_run(run_dir: Path, algo: str, config: dict[str, Any], network: nn.Module, optimizer: torch.optim.Optimizer,
