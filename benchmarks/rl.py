@@ -7,9 +7,15 @@
     python benchmarks/rl.py pong-throughput [--seconds 20]
         Environment steps per second of Pong alone (the lab's preprocessing, the Atari preprocessing with sync and
         async vector envs) and of PPO training (a few updates of configs/rl/ppo_pong.yaml).
-    python benchmarks/rl.py pong-report --run_dir runs/rl/ppo_pong [--games 10]
-        Score against environment steps and wall time of a (background, resumable) Pong run from its episodes.csv,
-        and the mean score of its last checkpoint over N evaluation games.
+    python benchmarks/rl.py pong-report --run_dir RUN [RUN ...] [--games 10] [--snapshots] [--both]
+        Score against environment steps and wall time of (background, resumable) Pong runs from their episodes.csv,
+        the mean score of each run's last checkpoint over N evaluation games (and of every kept snapshot,
+        checkpoints/step_*.pt, with --snapshots), and a summary row per run to compare algorithms at one budget.
+    The budget runs of docs/benchmarks.md (both on one core each, side by side, for the same wall time T seconds):
+        i2dl rl train -c configs/rl/ppo_pong.yaml --run_dir runs/rl/ppo_pong_budget --threads 1 --snapshot_every 250 \\
+            --time_limit T
+        i2dl rl train -c configs/rl/reinforce_pong.yaml --run_dir runs/rl/reinforce_pong_budget --threads 1 \\
+            --episodes 100000 --time_limit T
 
 Run niced on a shared machine: `nice -n 10 python benchmarks/rl.py cartpole`.
 """
@@ -151,28 +157,85 @@ def pong_throughput(args) -> None:
         print(f"| {what} | {envs_} | {sps:.0f} |")
 
 
+def frames_per_step(config: dict) -> int:
+    """Atari frames behind one agent step: AtariPreprocessing skips 4; otherwise the env's own frameskip."""
+    return 4 if config["preprocessing"] == "atari" else int(config["env_kwargs"].get("frameskip", 1))
+
+
+def _evaluate_job(job: tuple[str, int, bool]) -> list[float]:
+    torch.set_num_threads(1)
+    path, games, greedy = job
+    return evaluate(Path(path), games, greedy=greedy)
+
+
+def evaluate_many(paths: list[Path], games: int, greedy: bool, jobs: int) -> list[np.ndarray]:
+    """`games` evaluation games of each checkpoint, `jobs` checkpoints at a time (one process per CPU core)."""
+    work = [(str(path), games, greedy) for path in paths]
+    if jobs <= 1 or len(work) <= 1:
+        return [np.array(_evaluate_job(job)) for job in work]
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(min(jobs, len(work))) as pool:
+        return [np.array(r) for r in pool.map(_evaluate_job, work, chunksize=1)]
+
+
+def describe(scores: np.ndarray) -> str:
+    return f"{scores.mean():+.1f} ± {scores.std():.1f} ({' '.join(f'{s:+.0f}' for s in scores)})"
+
+
 def pong_report(args) -> None:
+    """For each run: its training games in chunks (score against steps and wall time), optionally the greedy score of
+    every kept snapshot, and one summary row per run for comparing algorithms at the same budget."""
     from i2dl.rl.runs import load_checkpoint, read_episodes
 
-    run_dir = Path(args.run_dir)
-    episodes = read_episodes(run_dir)
-    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    print(f"\n{run_dir}: {checkpoint['algo']}, {checkpoint['global_step']} environment steps, "
-          f"{checkpoint['wall_time'] / 60:.0f} min of training at the last checkpoint, {len(episodes['step'])} games")
-    print("\n| games | up to env step | up to wall time (min) | mean score | points won |")
-    print("|---|---|---|---|---|")
-    n = len(episodes["step"])
-    for chunk in np.array_split(np.arange(n), min(args.rows, n)) if n else []:
-        scores = episodes["episode_return"][chunk]
-        won = episodes["points_won"][chunk].sum() / max(1, (episodes["points_won"] + episodes["points_lost"])[chunk].sum())
-        print(f"| {chunk[0] + 1}-{chunk[-1] + 1} | {int(episodes['step'][chunk[-1]])} | "
-              f"{episodes['wall_time'][chunk[-1]] / 60:.0f} | {scores.mean():.1f} | {100 * won:.0f}% |")
-    if args.games:
-        started = time.perf_counter()
-        scores = np.array(evaluate(run_dir, args.games, greedy=not args.sampled))
-        print(f"\nlast checkpoint, {args.games} evaluation games ({'sampled' if args.sampled else 'greedy'} actions): "
-              f"mean score {scores.mean():.1f} ± {scores.std():.1f} (scores {' '.join(f'{s:.0f}' for s in scores)}), "
-              f"{time.perf_counter() - started:.0f} s")
+    summary = []
+    for run_dir in map(Path, args.run_dir):
+        episodes = read_episodes(run_dir)
+        checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        skip = frames_per_step(checkpoint["config"])
+        print(f"\n{run_dir}: {checkpoint['algo']}, {checkpoint['global_step']:,} agent steps ({skip} frames each), "
+              f"{checkpoint['wall_time'] / 60:.0f} min of training at the last checkpoint, {len(episodes['step'])} "
+              f"games")
+        print("\n| games | up to agent step | up to wall time (min) | mean score | points won |")
+        print("|---|---|---|---|---|")
+        n = len(episodes["step"])
+        points = episodes["points_won"] + episodes["points_lost"]
+        for chunk in np.array_split(np.arange(n), min(args.rows, n)) if n else []:
+            won = episodes["points_won"][chunk].sum() / max(1, points[chunk].sum())
+            print(f"| {chunk[0] + 1}-{chunk[-1] + 1} | {int(episodes['step'][chunk[-1]]):,} | "
+                  f"{episodes['wall_time'][chunk[-1]] / 60:.0f} | {episodes['episode_return'][chunk].mean():.1f} | "
+                  f"{100 * won:.0f}% |")
+        last = np.arange(max(0, n - 100), n)
+        row = {"run": str(run_dir), "algo": checkpoint["algo"], "steps": checkpoint["global_step"],
+               "frames": checkpoint["global_step"] * skip, "minutes": checkpoint["wall_time"] / 60, "games": n,
+               "train_score": episodes["episode_return"][last].mean() if n else float("nan"),
+               "points_won": 100 * episodes["points_won"][last].sum() / max(1, points[last].sum())}
+        paths = sorted((run_dir / "checkpoints").glob("step_*.pt")) if args.snapshots else []
+        if paths:
+            started = time.perf_counter()
+            results = evaluate_many(paths, args.games, not args.sampled, args.jobs)
+            print(f"\nsnapshots, {args.games} {'sampled' if args.sampled else 'greedy'} evaluation games each "
+                  f"(seeds 10000, ...), {time.perf_counter() - started:.0f} s:\n")
+            print("| agent steps | wall time (min) | mean score ± sd (games) |")
+            print("|---|---|---|")
+            for path, scores in zip(paths, results):
+                snapshot = load_checkpoint(path)
+                print(f"| {snapshot['global_step']:,} | {snapshot['wall_time'] / 60:.0f} | {describe(scores)} |")
+        if args.games:
+            for greedy in (True, False) if args.both else (not args.sampled,):
+                started = time.perf_counter()
+                scores = evaluate_many([run_dir / "checkpoints" / "last.pt"], args.games, greedy, 1)[0]
+                kind = "greedy" if greedy else "sampled"
+                row[kind] = describe(scores)
+                print(f"\nlast checkpoint, {args.games} evaluation games ({kind} actions): mean score "
+                      f"{describe(scores)}, {time.perf_counter() - started:.0f} s")
+        summary.append(row)
+    print("\n| run | algorithm | agent steps | Atari frames | training wall time (min) | games | last 100 games: mean "
+          "score | points won | last.pt greedy | last.pt sampled |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in summary:
+        print(f"| {r['run']} | {r['algo']} | {r['steps']:,} | {r['frames']:,} | {r['minutes']:.0f} | {r['games']} | "
+              f"{r['train_score']:.1f} | {r['points_won']:.0f}% | {r.get('greedy', '-')} | {r.get('sampled', '-')} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,9 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--train_updates", type=int, default=3, help="PPO updates of 1024 steps to time")
     p = sub.add_parser("pong-report")
-    p.add_argument("--run_dir", default="runs/rl/ppo_pong")
-    p.add_argument("--games", type=int, default=10)
-    p.add_argument("--sampled", action="store_true")
+    p.add_argument("--run_dir", nargs="+", default=["runs/rl/ppo_pong"], help="one or more Pong run folders")
+    p.add_argument("--games", type=int, default=10, help="evaluation games per checkpoint (0: none)")
+    p.add_argument("--sampled", action="store_true", help="sample actions instead of the greedy (argmax) action")
+    p.add_argument("--both", action="store_true", help="evaluate last.pt with greedy and with sampled actions")
+    p.add_argument("--snapshots", action="store_true", help="also evaluate every checkpoints/step_*.pt")
+    p.add_argument("--jobs", type=int, default=2, help="evaluation processes (one per core)")
     p.add_argument("--rows", type=int, default=8)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
