@@ -192,6 +192,19 @@ def test_onnx_export_matches_pytorch(trained_fc, tmp_path):
     assert onnx_max_abs_diff(out, module.model, example) < 1e-4
 
 
+def test_onnx_export_that_disagrees_is_exit_2_and_keeps_the_old_file(trained_fc, tmp_path, monkeypatch):
+    """The onnxruntime check runs before the file replaces the output: a failed check writes nothing."""
+    import i2dl.export
+
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export")
+    monkeypatch.setattr(i2dl.export, "onnx_max_abs_diff", lambda *args: float("nan"))
+    code, _, err = run_main("digits", "export", "--ckpt_path", str(trained_fc / "checkpoints" / "best.ckpt"),
+                            "--output", str(out))
+    assert code == 2 and "differ from PyTorch's by nan" in err and len(err.strip().splitlines()) == 1, err
+    assert out.read_bytes() == b"an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
 def test_incompatible_checkpoint_is_one_line_exit_2(trained_fc, tmp_path):
     # resuming a run with another architecture than the one its checkpoints hold
     run_dir = tmp_path / "r"

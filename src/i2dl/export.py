@@ -17,8 +17,10 @@ from i2dl.errors import I2DLError
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input_name: str = "input",
-                output_name: str = "output") -> Path:
-    """Export `model` (eval mode) with a dynamic batch dimension; returns the written path."""
+                output_name: str = "output", max_diff: float = 1e-3) -> float:
+    """Export `model` (eval mode) with a dynamic batch dimension to `path` and return onnxruntime's largest absolute
+    difference from PyTorch on `example`. The file is checked before it replaces `path`: an export that disagrees by
+    more than `max_diff` (or gives NaN) is an I2DLError and leaves an existing file at `path` untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
@@ -30,11 +32,15 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input
             torch.onnx.export(model, (example,), tmp, input_names=[input_name], output_names=[output_name],
                               dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
                               opset_version=17, dynamo=False)
+        diff = onnx_max_abs_diff(tmp, model, example)
+        if not diff <= max_diff:
+            raise I2DLError(f"{path}: onnxruntime's outputs differ from PyTorch's by {diff:.2e} (more than "
+                            f"{max_diff:g}); the export is wrong and was not written")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+    return diff
 
 
 def onnx_max_abs_diff(path: str | Path, model: nn.Module, example: torch.Tensor) -> float:
@@ -49,9 +55,9 @@ def onnx_max_abs_diff(path: str | Path, model: nn.Module, example: torch.Tensor)
 
 
 def export_command(argv: list[str], lab: str, module_class: type, input_shape: tuple[int, ...], signature: str,
-                   max_diff: float | None = None) -> None:
+                   max_diff: float = 1e-3) -> None:
     """`i2dl <lab> export --ckpt_path ... [--output ...]`: a checkpoint's network to ONNX (a batch of 4 random
-    `input_shape` inputs traced), checked in onnxruntime; `max_diff` makes a larger difference an I2DLError.
+    `input_shape` inputs traced), checked in onnxruntime (a larger difference than `max_diff` is an I2DLError).
     `signature` describes the inputs and outputs in the line printed."""
     from i2dl.training import load_module
 
@@ -62,8 +68,5 @@ def export_command(argv: list[str], lab: str, module_class: type, input_shape: t
     module = load_module(module_class, args.ckpt_path)
     output = Path(args.output or Path(args.ckpt_path).parent.parent / "model.onnx")
     example = torch.rand(4, *input_shape)
-    export_onnx(module.model, example, output)
-    diff = onnx_max_abs_diff(output, module.model, example)
-    if max_diff is not None and diff > max_diff:
-        raise I2DLError(f"{output}: onnxruntime disagrees with PyTorch by {diff:.2e}")
+    diff = export_onnx(module.model, example, output, max_diff=max_diff)
     print(f"wrote {output} ({signature}; onnxruntime vs PyTorch max |diff| {diff:.2e})")

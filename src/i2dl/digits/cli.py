@@ -39,7 +39,8 @@ def predict(argv: list[str]) -> None:
 
 
 def export(argv: list[str]) -> None:
-    export_command(argv, "digits", DigitClassifier, (1, 28, 28), "input: float32 (batch, 1, 28, 28) in [0, 1]")
+    export_command(argv, "digits", DigitClassifier, (1, 28, 28), "input: float32 (batch, 1, 28, 28) in [0, 1]",
+                   max_diff=1e-4)
 
 
 def main(argv: list[str]) -> None:

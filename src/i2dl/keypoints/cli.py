@@ -65,7 +65,7 @@ def predict(argv: list[str]) -> None:
 def export(argv: list[str]) -> None:
     export_command(argv, "keypoints", FacialKeypointsRegressor, (1, IMAGE_SIZE, IMAGE_SIZE),
                    "input: float32 (batch, 1, 96, 96) grey in [0, 1]; output: (batch, 30) keypoints (x, y) in "
-                   "(pixel - 48) / 48", max_diff=1e-3)
+                   "(pixel - 48) / 48")
 
 
 def main(argv: list[str]) -> None:
