@@ -56,6 +56,7 @@ def plain(seed: int, num_labels: int, latent: int = 32, width: int = 16, epochs:
 
     result = {}
     start = time.time()
+    torch.manual_seed(seed)  # the autoencoder's initial weights too, so that a row can be reproduced bit for bit
     ae = Autoencoder("conv", latent, width)
     opt = torch.optim.Adam(ae.parameters(), 2e-3)
     total = int(epochs * len(unlabeled) / 128)
