@@ -244,7 +244,7 @@ def bad_yaml(tmp_path: Path, text: str) -> str:
     (lambda d, t: ["train", "-c", bad_yaml(t, "algo: [ppo\n")], "not valid YAML"),
     (lambda d, t: ["train", "--env_id", "CartPole-v1"], "no algorithm"),
     (lambda d, t: ["train", "--algo", "ppo", "--num_envs", "0"], "num_envs must be positive"),
-    (lambda d, t: ["train", "--algo", "ppo", "--time_limit", "-5"], "time_limit must be positive, got -5.0"),
+    (lambda d, t: ["train", "--algo", "ppo", "--time_limit", "-5"], "time_limit must not be negative, got -5.0"),
     (lambda d, t: ["train", "--algo", "ppo", "--preprocessing", "atari"], "is for Atari frames"),
     (lambda d, t: ["train", "--algo", "reinforce", "--run_dir", str(d), "--episodes", "1"], "already holds a run"),
     (lambda d, t: ["train", "--algo", "reinforce", "--env_id", "Acrobot-v1", "--run_dir", str(d), "--resume"],

@@ -113,11 +113,15 @@ def _field_doc(config_class, name: str) -> str:
 
 
 def _validate(config, source: str) -> None:
-    for name in ("total_steps", "episodes", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                 "checkpoint_every", "snapshot_every", "time_limit", "threads", "hidden", "frame_stack"):
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_every", "threads", "hidden",
+                 "frame_stack"):
         value = getattr(config, name, None)
-        if value is not None and value < (0 if name in {"total_steps", "episodes", "snapshot_every", "time_limit"} else 1):
+        if value is not None and value < 1:
             raise I2DLError(f"{source}: {name} must be positive, got {value}")
+    for name in ("total_steps", "episodes", "snapshot_every", "time_limit"):  # 0: none / no limit
+        value = getattr(config, name, None)
+        if value is not None and value < 0:
+            raise I2DLError(f"{source}: {name} must not be negative, got {value}")
     for name in ("learning_rate", "gamma"):
         value = getattr(config, name, None)
         if value is not None and not (0 < value <= (1 if name == "gamma" else 10)):
