@@ -366,7 +366,7 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
         log.update(global_step, **{"charts/learning_rate": lr, "charts/sps": sps, **metrics})
         best.update(recent, state)
-        if iteration % cfg.checkpoint_every == 0 or iteration == num_iterations:
+        if iteration % cfg.checkpoint_every == 0:
             write_checkpoint()
         if cfg.snapshot_every and iteration % cfg.snapshot_every == 0:
             save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))

@@ -234,7 +234,7 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
             policy.train()
             log.update(global_step, **{"eval/greedy_return": float(np.mean(greedy))})
             best.consider(float(np.mean(greedy)), state)
-        if episode % cfg.checkpoint_every == 0 or episode == cfg.episodes:
+        if episode % cfg.checkpoint_every == 0:
             write_checkpoint()
         if cfg.snapshot_every and episode % cfg.snapshot_every == 0:
             save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))
