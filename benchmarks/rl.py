@@ -158,8 +158,10 @@ def pong_throughput(args) -> None:
 
 
 def frames_per_step(config: dict) -> int:
-    """Atari frames behind one agent step: AtariPreprocessing skips 4; otherwise the env's own frameskip."""
-    return 4 if config["preprocessing"] == "atari" else int(config["env_kwargs"].get("frameskip", 1))
+    """Atari frames behind one agent step: AtariPreprocessing's skip, otherwise the env's own frameskip."""
+    from i2dl.rl.envs import ATARI_FRAME_SKIP
+
+    return ATARI_FRAME_SKIP if config["preprocessing"] == "atari" else int(config["env_kwargs"].get("frameskip", 1))
 
 
 def _evaluate_job(job: tuple[str, int, bool]) -> list[float]:

@@ -85,6 +85,9 @@ class LabPongObservation(gym.Wrapper):
         return change, reward, terminated, truncated, info
 
 
+ATARI_FRAME_SKIP = 4  # Atari frames behind one agent step with the `atari` preprocessing
+
+
 def make_env(env_id: str, seed: int | None = None, preprocessing: str = "none", frame_stack: int = 4,
              env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None,
              record_stats: bool = True) -> gym.Env:
@@ -109,7 +112,7 @@ def make_env(env_id: str, seed: int | None = None, preprocessing: str = "none", 
     if preprocessing == "lab":
         env = LabPongObservation(env)
     elif preprocessing == "atari":
-        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=ATARI_FRAME_SKIP, screen_size=84)
         env = gym.wrappers.FrameStackObservation(env, frame_stack)
     if seed is not None:
         env.action_space.seed(seed)
