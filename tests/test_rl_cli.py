@@ -168,7 +168,9 @@ def test_ppo_resume_after_sigkill_continues_the_curve(tmp_path):
     deadline = time.time() + 600  # generous: shared machines can be slow
     try:
         while time.time() < deadline:
-            if checkpoint_path.exists() and len(read_csv(run_dir / "metrics.csv")) >= 7:
+            # kill between checkpoints (every 3 updates): the last update logged is not a checkpointed one
+            logged_rows = len(read_csv(run_dir / "metrics.csv")) if checkpoint_path.exists() else 0
+            if logged_rows >= 7 and logged_rows % 3:
                 break
             assert proc.poll() is None, proc.stderr.read().decode()
             time.sleep(0.2)
