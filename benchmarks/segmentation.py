@@ -134,7 +134,7 @@ def report() -> None:
             continue
         result = evaluate(ckpt)
         wall = json.loads((run_dir / "wall_time.json").read_text())["seconds"] if (run_dir / "wall_time.json").is_file() else float("nan")
-        last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         done = "" if (run_dir / "fit_done").is_file() else " (stopped)"
         print(f"| {name} | {what} | {last['epoch'] + 1}{done} ({result['epoch']}) / {epochs} | {result['acc']:.2%} | "
               f"{result['pixel_acc']:.2%} | {result['miou']:.2%} | {wall / 60:.0f} min |")

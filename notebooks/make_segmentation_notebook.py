@@ -92,6 +92,8 @@ The course's accuracy (`acc`: per image, the share of non-void pixels right, ave
 and the mean IoU are logged for validation and test."""),
     new_code_cell("""from lightning.pytorch.loggers import CSVLogger
 
+from i2dl.segmentation.viz import SegmentationFigures
+
 L.seed_everything(0)
 if SMOKE:
     data = SegmentationDataModule("msrc_v2", batch_size=2, train_size=(64, 64), eval_size=(64, 96), train_subset=4,
@@ -103,8 +105,10 @@ else:
 module = SegmentationModule(dataset="msrc_v2", approach="backbone_decoder", backbone="mobilenet_v2",
                             weights_backbone=str(WEIGHTS), lr=2e-3, backbone_lr_factor=0.5, freeze_backbone_epochs=1)
 run_dir = Path(os.environ.get("I2DL_RUNS", "runs")) / "segmentation" / "notebook"
+# figures are drawn by a callback, given the classes and colours it needs
+figures = SegmentationFigures(run_dir, data.info.name, data.info.classes, data.info.palette, "MobileNetV2 + U-Net")
 trainer = L.Trainer(default_root_dir=run_dir, enable_progress_bar=not SMOKE, enable_model_summary=False,
-                    logger=CSVLogger(run_dir, name="csv"), **trainer_args)
+                    logger=CSVLogger(run_dir, name="csv"), callbacks=[figures], **trainer_args)
 trainer.fit(module, data)
 results = trainer.test(module, data, verbose=False)[0]
 print({k: round(v, 4) for k, v in results.items()})"""),

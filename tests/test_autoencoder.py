@@ -186,7 +186,7 @@ def test_pretrained_encoder_is_loaded_and_modes_set_learning_rates(tmp_path, mon
 
     clf._trainer = FakeTrainer()
     groups = clf.configure_optimizers()["optimizer"].param_groups
-    assert [g["max_lr"] for g in groups] == pytest.approx([1e-4, 1e-3])  # encoder at lr * 0.1
+    assert [g["initial_lr"] for g in groups] == pytest.approx([1e-4, 1e-3])  # encoder at lr * 0.1
     frozen = EncoderClassifier(arch="conv", latent_dim=32, encoder_ckpt=str(tmp_path / "ae.ckpt"),
                                encoder_mode="frozen")
     frozen._trainer = FakeTrainer()
@@ -194,7 +194,7 @@ def test_pretrained_encoder_is_loaded_and_modes_set_learning_rates(tmp_path, mon
     assert len(frozen.configure_optimizers()["optimizer"].param_groups) == 1
     scratch = EncoderClassifier(arch="conv", latent_dim=32)  # baseline: every weight at the same lr
     scratch._trainer = FakeTrainer()
-    assert [g["max_lr"] for g in scratch.configure_optimizers()["optimizer"].param_groups] == [1e-3, 1e-3]
+    assert [g["initial_lr"] for g in scratch.configure_optimizers()["optimizer"].param_groups] == [1e-3, 1e-3]
 
 
 @pytest.mark.parametrize("arch, latent, width, named", [("fc", 20, None, "arch='fc'"),
@@ -287,14 +287,14 @@ def test_sweep_conv_reuses_one_encoder(tmp_path, shared_data, capsys):
     assert (sweep / "accuracy_vs_labels.png").stat().st_size > 1000
     assert len(list(sweep.glob("*/checkpoints/best.ckpt"))) == 1  # one autoencoder for every N
     results = json.loads((sweep / "pretrain" / "results.json").read_text())
-    assert 0 < results["test/loss"] < 1
+    assert 0 < results["metrics"]["test/loss"] < 1
     assert "| 20 | from scratch |" in capsys.readouterr().out
     # the linear probe trained the head only (encoder weights as pretrained), and fine-tuning started from it
     encoder = sweep / "pretrain" / "checkpoints" / "best.ckpt"
     probe = sweep / "linear_probe" / "n10_seed0" / "checkpoints" / "best.ckpt"
-    probed = torch.load(probe, weights_only=False)["state_dict"]
-    pretrained = torch.load(encoder, weights_only=False)["state_dict"]
-    head = torch.load(sweep / "scratch" / "n10_seed0" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    probed = torch.load(probe, weights_only=True)["state_dict"]
+    pretrained = torch.load(encoder, weights_only=True)["state_dict"]
+    head = torch.load(sweep / "scratch" / "n10_seed0" / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     weights = [k for k in pretrained if k.startswith("model.encoder.") and k.endswith("weight")]
     assert weights and all(torch.equal(probed[k], pretrained[k]) for k in weights)
     assert any(k.startswith("model.head.") for k in probed) and set(probed) == set(head)

@@ -91,7 +91,7 @@ def test_every_config_trains_and_fills_its_run_folder(config, tmp_path, shared_d
     run_dir = tmp_path / config
     results = fit(run_dir, "-c", f"configs/digits/{config}.yaml", "--trainer.max_epochs", "1",
                   "--trainer.limit_train_batches", "3")
-    assert 0.0 <= results["test/acc"] <= 1.0 and results["global_step"] == 3
+    assert 0.0 <= results["metrics"]["test/acc"] <= 1.0 and results["steps"] == 3
     for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "config.yaml", "csv/version_0/metrics.csv",
                  "figures/test_predictions.png", "figures/confusion_matrix.png", "figures/curves.png"):
         assert (run_dir / name).is_file(), name
@@ -104,10 +104,10 @@ def test_learning_happens_and_same_seed_gives_same_metrics(tmp_path, shared_data
             "--trainer.limit_val_batches", "0.4", "--trainer.limit_test_batches", "0.2"]
     a = fit(tmp_path / "a", *args)
     b = fit(tmp_path / "b", *args)
-    assert a["test/acc"] > 0.8  # 3,000 images, one epoch of the lab CNN (chance: 0.1)
-    assert a["test/acc"] == b["test/acc"] and a["test/loss"] == b["test/loss"]
-    wa = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    wb = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert a["metrics"]["test/acc"] > 0.8  # 3,000 images, one epoch of the lab CNN (chance: 0.1)
+    assert a["metrics"]["test/acc"] == b["metrics"]["test/acc"] and a["metrics"]["test/loss"] == b["metrics"]["test/loss"]
+    wa = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -128,14 +128,14 @@ def test_run_killed_mid_epoch_resumes_from_last_checkpoint(tmp_path, shared_data
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    step_at_kill = torch.load(last, weights_only=False)["global_step"]
+    step_at_kill = torch.load(last, weights_only=True)["global_step"]
     assert 0 < step_at_kill < 2 * 125 and step_at_kill % 125 != 0  # 4000 / 32 = 125 steps an epoch
     code, _, err = run_main("digits", "fit", "--run_dir", str(killed), "--ckpt_path", "last", *common)
     assert code == 0, err[-3000:]
-    resumed = torch.load(last, weights_only=False)
+    resumed = torch.load(last, weights_only=True)
     assert resumed["global_step"] == 250 and resumed["epoch"] == 1
     run_main("digits", "fit", "--run_dir", str(tmp_path / "straight"), *common)
-    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     for key, value in straight["state_dict"].items():
         assert torch.allclose(value, resumed["state_dict"][key], atol=1e-6), key
     resumed_log = (killed / "csv" / "version_1" / "metrics.csv").read_text().splitlines()
@@ -240,4 +240,4 @@ def test_ddp_on_two_cpu_processes(tmp_path, shared_data):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["global_step"] == 4 and 0 <= results["test/acc"] <= 1  # 512 images / 2 ranks / 64 a batch
+    assert results["steps"] == 4 and 0 <= results["metrics"]["test/acc"] <= 1  # 512 images / 2 ranks / 64 a batch

@@ -102,9 +102,9 @@ def test_fit_writes_the_run_folder_metrics_and_figures(trained):
     for name in ["checkpoints/best.ckpt", "checkpoints/last.ckpt", "config.yaml", "figures/test_predictions.png",
                  "figures/worst_predictions.png", "figures/keypoint_errors.png", "figures/curves.png"]:
         assert (trained / name).is_file(), name
-    summary = json.loads((trained / "figures/test_metrics.json").read_text())
-    assert summary["images"] == 32 and len(summary["rmse_px_per_keypoint"]) == 15
-    assert summary["score"] == pytest.approx(1 / (2 * summary["rmse_px"] ** 2 / 48 ** 2), rel=1e-4)
+    summary = json.loads((trained / "results.json").read_text())["metrics"]
+    assert summary["test/images"] == 32 and len([k for k in summary if k.startswith("test/rmse_px/")]) == 15
+    assert summary["test/score"] == pytest.approx(1 / (2 * summary["test/rmse_px"] ** 2 / 48 ** 2), rel=1e-4)
     header = next(csv.reader(open(next(trained.glob("csv/version_0/metrics.csv")))))
     assert {"train/loss", "val/score", "val/rmse_px", "test/score", "test/rmse_px",
             "test/rmse_px/nose_tip"} <= set(header)
@@ -114,11 +114,11 @@ def test_fit_writes_the_run_folder_metrics_and_figures(trained):
 def test_resume_validate_and_test_from_checkpoints(trained, small_data, capsys):
     args = ["-c", str(REPO / "configs/keypoints/keypointnet.yaml"), *TINY, "--data.data_dir", str(small_data),
             "--run_dir", str(trained)]
-    before = torch.load(trained / "checkpoints/last.ckpt", weights_only=False)
+    before = torch.load(trained / "checkpoints/last.ckpt", weights_only=True)
     code, out, err = i2dl("keypoints", "fit", *args[:-2], "--trainer.max_epochs", "2", "--run_dir", str(trained),
                           "--ckpt_path", "last", capsys=capsys)
     assert code == 0, err[-3000:]
-    after = torch.load(trained / "checkpoints/last.ckpt", weights_only=False)
+    after = torch.load(trained / "checkpoints/last.ckpt", weights_only=True)
     assert before["global_step"] == 2 and after["global_step"] == 4       # one more epoch of 2 steps, not two
     assert after["epoch"] == before["epoch"] + 1
     assert (trained / "csv/version_1/metrics.csv").is_file()

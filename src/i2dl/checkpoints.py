@@ -49,11 +49,12 @@ def load(path: str | Path, what: str = "checkpoint") -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         blocked = _BLOCKED.search(str(err))
-        detail = f" ({blocked.group(1)})" if blocked else ""
-        if "Weights only load failed" in str(err):
-            raise CheckpointError(f"{path}: holds objects the safe loader does not allow{detail}; i2dl reads "
-                                  f"checkpoints as data only and did not load it") from None
-        raise CheckpointError(f"{path}: not a readable {what} (UnpicklingError: {_first_line(err)})") from None
+        if blocked:  # a class or function the file wants to import (the way pickle payloads run code)
+            raise CheckpointError(f"{path}: holds objects the safe loader does not allow ({blocked.group(1)}); i2dl "
+                                  f"reads checkpoints as data only and did not load it") from None
+        reason = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if "WeightsUnpickler error" \
+            in str(err) else _first_line(err)
+        raise CheckpointError(f"{path}: not a readable {what} (UnpicklingError: {reason[:200]})") from None
     except Exception as err:  # zip/EOF/runtime errors come in many types
         raise CheckpointError(f"{path}: not a readable {what} ({type(err).__name__}: {_first_line(err)})") from None
 

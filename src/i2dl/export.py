@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 from torch import nn
 
 from i2dl.errors import I2DLError
+from i2dl.files import atomic_path
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input_name: str = "input",
@@ -22,11 +21,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input
     difference from PyTorch on `example`. The file is checked before it replaces `path`: an export that disagrees by
     more than `max_diff` (or gives NaN) is an I2DLError and leaves an existing file at `path` untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), tmp, input_names=[input_name], output_names=[output_name],
@@ -36,10 +32,6 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input
         if not diff <= max_diff:
             raise I2DLError(f"{path}: onnxruntime's outputs differ from PyTorch's by {diff:.2e} (more than "
                             f"{max_diff:g}); the export is wrong and was not written")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return diff
 
 

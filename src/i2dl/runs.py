@@ -173,6 +173,7 @@ class Run:
         self._lock = RunLock(self.run_dir)
         self._session_start = time.perf_counter()
         self._wall_before = 0.0
+        self._stopped_at: float | None = None
         self._results: dict[str, Any] | None = None
 
     @property
@@ -193,7 +194,7 @@ class Run:
         """Write results.json with status "running". A resumed run keeps its metrics and adds to its wall time."""
         earlier = read_results(self.run_dir) if resume else None
         self._wall_before = float(earlier.get("wall_time") or 0.0) if earlier else 0.0
-        self._session_start = time.perf_counter()
+        self._session_start, self._stopped_at = time.perf_counter(), None
         results = {key: None for key in RESULT_KEYS}
         results.update({"schema": SCHEMA, "lab": self.lab, "config": self.config, "status": "running",
                         "headline": {"metric": self.headline, "value": None,
@@ -211,7 +212,13 @@ class Run:
         return results
 
     def wall_time(self) -> float:
-        return self._wall_before + time.perf_counter() - self._session_start
+        """Seconds of this run: earlier sessions' (when resumed) plus this one's up to now or `stop_clock`."""
+        end = self._stopped_at if self._stopped_at is not None else time.perf_counter()
+        return self._wall_before + end - self._session_start
+
+    def stop_clock(self) -> None:
+        """Training is over: what follows (a test, figures) does not count as the run's time."""
+        self._stopped_at = time.perf_counter()
 
     def update(self, metrics: dict[str, float] | None = None, status: str | None = None, **fields: Any
                ) -> dict[str, Any]:
@@ -230,8 +237,11 @@ class Run:
             write_json(self.path, results)
         return results
 
-    def finish(self, metrics: dict[str, float] | None = None, **fields: Any) -> dict[str, Any]:
-        fields.setdefault("wall_time", round(self.wall_time(), 2))
+    def finish(self, metrics: dict[str, float] | None = None, count_time: bool = True, **fields: Any
+               ) -> dict[str, Any]:
+        """Status "finished", with `metrics` merged in; `count_time=False` (an evaluation of a finished run) keeps
+        the run's wall time as it was."""
+        fields.setdefault("wall_time", round(self.wall_time() if count_time else self._wall_before, 2))
         return self.update(metrics, status="finished", error=None, **fields)
 
     def fail(self, error: BaseException | str) -> dict[str, Any]:

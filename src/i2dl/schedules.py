@@ -50,7 +50,12 @@ class WarmupCosine(LRScheduler):
         return {k: v for k, v in self.__dict__.items() if k != "optimizer" and k not in self._CONFIG}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the step count; the optimiser's learning rates (restored before this, with the old run's value)
+        are set for that step under this run's length, so the very next step already follows it."""
         self.__dict__.update({k: v for k, v in state_dict.items() if k not in self._CONFIG})
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def phase(self, step: int) -> tuple[float, float]:
         """(learning-rate factor, momentum position in [0, 1]: 0 at the low momentum) at `step`."""

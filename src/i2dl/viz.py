@@ -15,13 +15,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from i2dl.files import write_with  # noqa: E402
 
-def save_figure(fig, path: Path) -> Path:
-    """Write a figure as PNG (creating its folder) and close it."""
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Write a figure (format from the suffix, PNG by default) whole or not at all, and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight",
+                                                 format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
     return path
 
 

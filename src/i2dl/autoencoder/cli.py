@@ -12,11 +12,14 @@ from pathlib import Path
 import torch
 
 from i2dl.autoencoder.data import AutoencoderDataModule, save_pseudo_labels, split_indices, split_key
-from i2dl.autoencoder.figures import plot_accuracy_vs_labels
+from i2dl.autoencoder.figures import AutoencoderFigures, plot_accuracy_vs_labels
 from i2dl.autoencoder.module import AutoencoderModule, EncoderClassifier
 from i2dl.data.idx import DATASETS, load_split
 from i2dl.errors import I2DLError
-from i2dl.training import RUNS_ROOT, LabCLI, dispatch, load_module
+from i2dl import configs
+from i2dl.cli import dispatch
+from i2dl.runs import runs_root
+from i2dl.training import ClassificationFigures, LabCLI, load_module
 
 HELP = """usage: i2dl autoencoder {pretrain,finetune,run,sweep} ...
 
@@ -54,24 +57,33 @@ class FinetuneCLI(LabCLI):
 
 
 def pretrain(argv: list[str]) -> PretrainCLI:
+    def figures(cli: LabCLI) -> list:
+        hp = cli.model.hparams
+        return [AutoencoderFigures(cli.run_dir(), cli.datamodule.classes,
+                                   f"{hp.arch} autoencoder, latent {hp.latent_dim}")]
+
     return PretrainCLI("autoencoder", AutoencoderModule, AutoencoderDataModule, monitor="val/loss", mode="min",
-                       args=argv)
+                       headline="test/loss", higher_is_better=False, figures=figures, args=argv)
 
 
 def finetune(argv: list[str]) -> FinetuneCLI:
     # No checkpoint selection by validation here: with ~100 labeled validation images `val/acc` moves in steps of 1%
     # and ties keep the earliest epoch, so "best" was mostly noise (an undertrained epoch). The stage trains for a fixed
     # step budget on an annealed schedule and `checkpoints/best.ckpt` holds the final weights, which are tested.
-    return FinetuneCLI("autoencoder", EncoderClassifier, AutoencoderDataModule, monitor=None, mode="max", args=argv)
+    def figures(cli: LabCLI) -> list:
+        start = "pretrained" if cli.model.hparams.encoder_ckpt else "from scratch"
+        return [ClassificationFigures(cli.run_dir(), cli.datamodule.classes, start, grid=False)]
+
+    return FinetuneCLI("autoencoder", EncoderClassifier, AutoencoderDataModule, monitor=None, mode="max",
+                       headline="test/acc", figures=figures, args=argv)
 
 
 def _config(name: str) -> Path:
-    """`configs/autoencoder/<name>` from the working directory, else from the source checkout."""
-    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        path = root / "configs" / "autoencoder" / name
-        if path.is_file():
-            return path
-    raise I2DLError(f"configs/autoencoder/{name} not found (run from the repository root or pass the config)")
+    """A shipped config (`configs/autoencoder/<name>`), found through the installed package."""
+    try:
+        return configs.find("autoencoder", name)
+    except FileNotFoundError as err:
+        raise I2DLError(str(err)) from None
 
 
 def _num_labels(text: str) -> int | str:
@@ -248,7 +260,7 @@ def run(argv: list[str]) -> None:
     if args.pseudo_labels is not None and not 0 <= args.pseudo_labels < 1:
         parser.error(f"--pseudo_labels {args.pseudo_labels}: a probability threshold in [0, 1)")
     _check_request(args, args.num_labels)
-    run_dir = Path(args.run_dir or RUNS_ROOT / "autoencoder" / f"run_{args.arch}_n{args.num_labels}_seed{args.seed}")
+    run_dir = Path(args.run_dir or runs_root() / "autoencoder" / f"run_{args.arch}_n{args.num_labels}_seed{args.seed}")
     start = time.time()
     encoder = Path(args.encoder_ckpt) if args.encoder_ckpt else None
     rows = story(args, run_dir, args.num_labels, args.seed, encoder)
@@ -270,7 +282,7 @@ def sweep(argv: list[str]) -> None:
     for n in args.num_labels:
         _check_request(args, n)
     sizes = sorted(args.num_labels, key=lambda n: float("inf") if n == "all" else n)
-    run_dir = Path(args.run_dir or RUNS_ROOT / "autoencoder" / f"sweep_{args.arch}")
+    run_dir = Path(args.run_dir or runs_root() / "autoencoder" / f"sweep_{args.arch}")
     encoder = Path(args.encoder_ckpt) if args.encoder_ckpt else None
     if encoder is None:  # one autoencoder for all N: trained on the images left unlabeled at the smallest N
         encoder, _ = run_pretrain(args, run_dir / "pretrain", sizes[0], args.seeds[0])

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from i2dl.training import FigureCallback  # noqa: E402
 from i2dl.viz import save_figure  # noqa: E402
 
 
@@ -84,3 +85,39 @@ def plot_accuracy_vs_labels(rows: Sequence[dict], path: Path, title: str = "") -
     ax.legend()
     ax.set_title(title)
     return save_figure(fig, path)
+
+
+class AutoencoderFigures(FigureCallback):
+    """After the autoencoder's test: `reconstructions.png` (the first test images and their reconstructions),
+    `latent_pca.png` (every test code, first two principal components, coloured by the true class) and
+    `curves.png`."""
+
+    def __init__(self, run_dir: str | Path, class_names: Sequence[str], title: str, images: int = 16) -> None:
+        super().__init__(run_dir)
+        self.class_names, self.title, self.images = list(class_names), title, images
+        self._reset()
+
+    def _reset(self) -> None:
+        self.codes: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.examples: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._reset()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.codes.append(outputs["codes"].detach().float().cpu())
+        self.labels.append(outputs["labels"].cpu())
+        if self.examples is None:
+            n = self.images
+            self.examples = (outputs["images"][:n].cpu(), outputs["reconstructions"][:n].detach().float().cpu())
+
+    def draw(self, metrics: dict[str, float], pl_module) -> None:
+        if not self.codes:
+            return
+        if self.examples is not None:
+            plot_reconstructions(*self.examples, self.folder / "reconstructions.png",
+                                 title=f"{self.title}: test inputs (top) and reconstructions (bottom)")
+        plot_latent_pca(torch.cat(self.codes), torch.cat(self.labels), self.folder / "latent_pca.png",
+                        class_names=self.class_names, title=f"{self.title}: test codes, PCA")
+        self.curves(self.title)

@@ -9,13 +9,14 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy
 
 from i2dl.autoencoder.model import Autoencoder, Classifier, resolved_width
 from i2dl.errors import CheckpointError
-from i2dl.training import (CompatibleCheckpoints, CrossEntropySteps, check_state_dict_compatible, csv_metric_files,
-                           lightning_optimizers, load_checkpoint, make_optimizer, total_training_steps)
-from i2dl.viz import plot_confusion_matrix, plot_curves
+from i2dl.checkpoints import check_state_dict_compatible
+from i2dl.checkpoints import load as load_checkpoint
+from i2dl.training import (CompatibleCheckpoints, CrossEntropySteps, lightning_optimizers, make_optimizer,
+                           total_training_steps)
 
 GRID_IMAGES = 16
 
@@ -44,8 +45,8 @@ class AutoencoderModule(CompatibleCheckpoints, L.LightningModule):
         loss: "mse" (the course's) or "bce" (per-pixel binary cross-entropy) reconstruction loss.
         lr, weight_decay, schedule: AdamW; "onecycle" warms up to `lr` and anneals to ~0.
     Logs `train/loss`, `val/loss`, `test/loss` (the reconstruction loss) and, each validation, a grid of validation
-    images and their reconstructions to TensorBoard. At test end it draws `figures/reconstructions.png` and
-    `figures/latent_pca.png` (the test set's codes, first two principal components, coloured by the true label).
+    images and their reconstructions to TensorBoard. Test steps return inputs, codes and reconstructions for
+    `AutoencoderFigures` (`figures/reconstructions.png`, `figures/latent_pca.png`).
     """
 
     def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
@@ -54,9 +55,6 @@ class AutoencoderModule(CompatibleCheckpoints, L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = Autoencoder(arch, latent_dim, width)
-        self.test_codes: list[torch.Tensor] = []
-        self.test_labels: list[torch.Tensor] = []
-        self.test_examples: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -89,33 +87,12 @@ class AutoencoderModule(CompatibleCheckpoints, L.LightningModule):
         grid = torchvision.utils.make_grid(torch.cat([x, x_hat]).cpu(), nrow=len(x), pad_value=0.5)
         writer.add_image("val/reconstructions", grid, self.global_step)
 
-    def on_test_epoch_start(self) -> None:
-        self.test_codes, self.test_labels, self.test_examples = [], [], None
-
     def test_step(self, batch, batch_idx):
         x, y = batch
         z = self.model.encoder(x)
         x_hat = self.model.decoder(z)
         self.log("test/loss", self.reconstruction_loss(x_hat, x), sync_dist=True)
-        self.test_codes.append(z.cpu())
-        self.test_labels.append(y.cpu())
-        if batch_idx == 0:
-            self.test_examples = torch.stack([x[:GRID_IMAGES].cpu(), x_hat[:GRID_IMAGES].cpu()])
-
-    def on_test_epoch_end(self) -> None:
-        if self.trainer.is_global_zero and self.test_codes:
-            from i2dl.autoencoder.figures import plot_latent_pca, plot_reconstructions
-
-            folder = Path(self.trainer.default_root_dir) / "figures"
-            names = getattr(getattr(self.trainer, "datamodule", None), "classes", None)
-            if self.test_examples is not None:
-                plot_reconstructions(self.test_examples[0], self.test_examples[1], folder / "reconstructions.png",
-                                     title=f"{self.hparams.arch} autoencoder, latent {self.hparams.latent_dim}: "
-                                           "test inputs (top) and reconstructions (bottom)")
-            plot_latent_pca(torch.cat(self.test_codes), torch.cat(self.test_labels), folder / "latent_pca.png",
-                            class_names=names, title=f"{self.hparams.arch} encoder: test codes, PCA")
-            plot_curves(csv_metric_files(self.trainer.default_root_dir), folder / "curves.png",
-                        title=f"{self.hparams.arch} autoencoder")
+        return {"images": x, "reconstructions": x_hat, "codes": z, "labels": y}
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -158,7 +135,7 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
             "frozen" (only the head learns; the encoder, batch-norm statistics included, stays as pretrained).
         lr, weight_decay, schedule, label_smoothing: AdamW and cross-entropy settings.
         head_hidden, dropout: the head (latent -> hidden -> classes).
-    Logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`; draws the confusion matrix at test end.
+    Logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`.
     """
 
     def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
@@ -174,7 +151,6 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
             self.model.encoder.requires_grad_(False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -202,18 +178,6 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
     def on_train_epoch_start(self) -> None:
         if self.hparams.encoder_mode == "frozen":
             self.model.encoder.eval()  # keep the pretrained batch-norm statistics
-
-    def on_test_epoch_end(self) -> None:
-        matrix = self.test_confusion.compute().cpu()
-        self.test_confusion.reset()
-        if self.trainer.is_global_zero:
-            folder = Path(self.trainer.default_root_dir) / "figures"
-            names = getattr(getattr(self.trainer, "datamodule", None), "classes", None) or \
-                [str(i) for i in range(self.hparams.num_classes)]
-            start = "pretrained" if self.hparams.encoder_ckpt else "from scratch"
-            plot_confusion_matrix(matrix, names, folder / "confusion_matrix.png",
-                                  title=f"{start}: {int(matrix.trace())}/{int(matrix.sum())} test images correct")
-            plot_curves(csv_metric_files(self.trainer.default_root_dir), folder / "curves.png", title=start)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -10,7 +10,8 @@ from i2dl.digits.data import DigitsDataModule
 from i2dl.digits.module import DigitClassifier
 from i2dl.digits.predict import load_image_gray, to_mnist_format
 from i2dl.export import export_command
-from i2dl.training import LabCLI, load_module, dispatch
+from i2dl.cli import dispatch
+from i2dl.training import ClassificationFigures, LabCLI, load_module
 
 HELP = """usage: i2dl digits {fit,validate,test,predict,export} ...
 
@@ -43,6 +44,19 @@ def export(argv: list[str]) -> None:
                    max_diff=1e-4)
 
 
+class DigitsCLI(LabCLI):
+    """LabCLI whose model names its classes after `--data.dataset`."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.link_arguments("data.dataset", "model.dataset")
+
+
+def figures(cli: LabCLI) -> list:
+    return [ClassificationFigures(cli.run_dir(), cli.datamodule.classes, title=cli.model.hparams.arch)]
+
+
 def main(argv: list[str]) -> None:
     dispatch(argv, HELP, {"predict": predict, "export": export},
-             lambda args: LabCLI("digits", DigitClassifier, DigitsDataModule, monitor="val/acc", mode="max", args=args))
+             lambda args: DigitsCLI("digits", DigitClassifier, DigitsDataModule, monitor="val/acc", mode="max",
+                                    headline="test/acc", figures=figures, args=args))

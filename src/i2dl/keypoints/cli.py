@@ -13,7 +13,9 @@ from i2dl.keypoints.data import FacialKeypointsDataModule
 from i2dl.keypoints.module import FacialKeypointsRegressor
 from i2dl.keypoints.predict import (draw_overlay, keypoints_json, load_image, predict_pixels, to_face_input,
                                     write_json, write_submission)
-from i2dl.training import LabCLI, load_module, dispatch
+from i2dl.cli import dispatch
+from i2dl.keypoints.figures import KeypointFigures
+from i2dl.training import LabCLI, load_module
 
 HELP = """usage: i2dl keypoints {fit,validate,test,predict,export} ...
 
@@ -71,4 +73,6 @@ def export(argv: list[str]) -> None:
 def main(argv: list[str]) -> None:
     dispatch(argv, HELP, {"predict": predict, "export": export},
              lambda args: LabCLI("keypoints", FacialKeypointsRegressor, FacialKeypointsDataModule,
-                                 monitor="val/score", mode="max", args=args))
+                                 monitor="val/score", mode="max", headline="test/rmse_px", higher_is_better=False,
+                                 figures=lambda cli: [KeypointFigures(cli.run_dir(), cli.model.hparams.arch)],
+                                 args=args))

@@ -9,6 +9,7 @@ import torch
 
 from i2dl.data.faces import KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.keypoints.data import to_pixels
+from i2dl.training import FigureCallback
 from i2dl.viz import grid_axes, plt, save_figure
 
 TRUE_COLOUR, PRED_COLOUR = "#2ca02c", "#d62728"
@@ -44,3 +45,38 @@ def plot_keypoint_errors(rmse_px: Sequence[float], path: Path, title: str = "") 
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title)
     return save_figure(fig, path)
+
+
+class KeypointFigures(FigureCallback):
+    """After a test: `test_predictions.png` (the first faces, true and predicted keypoints), `worst_predictions.png`,
+    `keypoint_errors.png` (RMSE per keypoint) and `curves.png`, from what the module's `test_step` returns."""
+
+    def __init__(self, run_dir: str | Path, title: str, grid_faces: int = 24, worst_faces: int = 12) -> None:
+        super().__init__(run_dir)
+        self.title, self.grid_faces, self.worst_faces = title, grid_faces, worst_faces
+        self.outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.outputs = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.outputs.append((outputs["images"].cpu(), outputs["pred"].cpu(), outputs["targets"].cpu()))
+
+    def draw(self, metrics: dict[str, float], pl_module) -> None:
+        from i2dl.keypoints.module import image_errors_px
+
+        if not self.outputs:
+            return
+        x, pred, targets = (torch.cat(parts) for parts in zip(*self.outputs))
+        self.outputs = []
+        errors = image_errors_px(pred, targets)
+        title = f"test: score {metrics.get('test/score', float('nan')):.0f}, RMSE {metrics.get('test/rmse_px', float('nan')):.2f} px"
+        n = self.grid_faces
+        plot_keypoint_grid(x[:n], pred[:n], targets[:n], self.folder / "test_predictions.png", errors[:n],
+                           title=f"{title} (green: true, red: predicted)")
+        worst = errors.argsort(descending=True)[: self.worst_faces]
+        plot_keypoint_grid(x[worst], pred[worst], targets[worst], self.folder / "worst_predictions.png", errors[worst],
+                           title="the worst test predictions (green: true, red: predicted)")
+        per_keypoint = torch.tensor([metrics.get(f"test/rmse_px/{name}", float("nan")) for name in KEYPOINT_NAMES])
+        plot_keypoint_errors(per_keypoint, self.folder / "keypoint_errors.png", title=title)
+        self.curves(self.title)

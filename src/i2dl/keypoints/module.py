@@ -6,9 +6,6 @@ under `test/`, plus `test/rmse_px/<keypoint>` for each of the 15 keypoints; draw
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -18,11 +15,9 @@ from torchmetrics import Metric
 from i2dl.data.faces import KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.keypoints.data import HALF
 from i2dl.keypoints.model import build_model
-from i2dl.training import CompatibleCheckpoints, csv_metric_files, total_training_steps
-from i2dl.viz import plot_curves
-
-GRID_FACES = 24
-WORST_FACES = 12
+from i2dl.hardware import resolve_channels_last, resolve_precision
+from i2dl.schedules import WarmupCosine
+from i2dl.training import CompatibleCheckpoints, lightning_optimizers, total_training_steps
 
 
 def masked_mse(pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -84,7 +79,9 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
         optimizer: "adam" (the course's choice) or "adamw".
         loss: "mse" (the course's) or "smooth_l1" (less pulled by outliers); both on normalised coordinates with
             missing keypoints masked out.
-        channels_last: NHWC memory layout, the fast one for oneDNN's bf16 kernels.
+        channels_last: NHWC memory layout, the fast one for oneDNN's bf16 kernels; "auto" uses it except with bf16
+            on a CPU without AVX-512 (`i2dl.hardware.resolve_channels_last`).
+    Test steps return images, predictions and targets for `KeypointFigures`.
     """
 
     def __init__(self, arch: Literal["keypointnet", "lab_cnn"] = "keypointnet", width: int = 16,
@@ -92,19 +89,19 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
                  optimizer: Literal["adam", "adamw"] = "adam",
                  schedule: Literal["constant", "onecycle", "cosine"] = "constant",
                  loss: Literal["mse", "smooth_l1"] = "mse", smooth_l1_beta: float = 0.02,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool | Literal["auto"] = "auto") -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(arch, width=width, dropout=dropout)
-        if channels_last:  # with bf16-mixed on a CPU with AMX, about 2x faster per step (measured, 1 thread)
+        self.channels_last = resolve_channels_last(channels_last, resolve_precision("auto"))
+        if self.channels_last:  # with bf16-mixed on a CPU with AMX, about 2x faster per step (measured, 1 thread)
             self.model = self.model.to(memory_format=torch.channels_last)
         self.val_errors = KeypointErrors()
         self.test_errors = KeypointErrors()
-        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, 96, 96) in [0, 1] -> (B, 30) normalised (x, y) per keypoint."""
-        if self.hparams.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
@@ -135,48 +132,21 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
         self.log("val/score", values["score"], prog_bar=True, sync_dist=False)
         self.log("val/rmse_px", values["rmse_px"], prog_bar=True, sync_dist=False)
 
-    def on_test_epoch_start(self) -> None:
-        self.test_outputs = []
-
     def test_step(self, batch, batch_idx):
         x, targets = batch
         pred = self(x)
         self.test_errors.update(pred, targets)
         self.log("test/loss", self._loss(pred, targets), sync_dist=True)
-        self.test_outputs.append((x.cpu(), pred.detach().float().cpu(), targets.cpu()))
+        return {"images": x, "pred": pred.detach().float(), "targets": targets}
 
     def on_test_epoch_end(self) -> None:
         values = self.test_errors.compute()
+        self.log("test/images", self.test_errors.images.float(), sync_dist=False)
         self.test_errors.reset()
         self.log("test/score", values["score"])
         self.log("test/rmse_px", values["rmse_px"])
         for name, value in zip(KEYPOINT_NAMES, values["rmse_px_per_keypoint"]):
             self.log(f"test/rmse_px/{name}", value)
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking and self.test_outputs:
-            folder = Path(self.trainer.default_root_dir)
-            self.write_figures(folder / "figures", values)
-        self.test_outputs = []
-
-    def write_figures(self, folder: Path, values: dict[str, torch.Tensor]) -> None:
-        """Faces with true and predicted keypoints, the worst predictions, per-keypoint errors, curves."""
-        from i2dl.keypoints.figures import plot_keypoint_errors, plot_keypoint_grid
-
-        x = torch.cat([o[0] for o in self.test_outputs])
-        pred = torch.cat([o[1] for o in self.test_outputs])
-        targets = torch.cat([o[2] for o in self.test_outputs])
-        errors = image_errors_px(pred, targets)
-        title = f"test: score {float(values['score']):.0f}, RMSE {float(values['rmse_px']):.2f} px"
-        plot_keypoint_grid(x[:GRID_FACES], pred[:GRID_FACES], targets[:GRID_FACES], folder / "test_predictions.png",
-                           errors[:GRID_FACES], title=f"{title} (green: true, red: predicted)")
-        worst = errors.argsort(descending=True)[:WORST_FACES]
-        plot_keypoint_grid(x[worst], pred[worst], targets[worst], folder / "worst_predictions.png", errors[worst],
-                           title="the worst test predictions (green: true, red: predicted)")
-        plot_keypoint_errors(values["rmse_px_per_keypoint"], folder / "keypoint_errors.png", title=title)
-        plot_curves(csv_metric_files(self.trainer.default_root_dir), folder / "curves.png", title=self.hparams.arch)
-        summary = {"score": float(values["score"]), "rmse_px": float(values["rmse_px"]),
-                   "rmse_px_per_keypoint": dict(zip(KEYPOINT_NAMES, map(float, values["rmse_px_per_keypoint"]))),
-                   "images": len(x)}
-        (folder / "test_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -184,24 +154,9 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
         optimizer = cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.schedule == "constant":
             return optimizer
-        # a LambdaLR keeps only its step count in checkpoints, so a run resumed with more epochs stretches the
-        # schedule instead of failing like OneCycleLR, whose saved total_steps would win
-        factor = LearningRateShape(total_training_steps(self.trainer),
-                                   warmup=0.15 if hp.schedule == "onecycle" else 0.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-class LearningRateShape:
-    """Multiplier of the peak learning rate at a step: linear warm-up from 1/25 over `warmup` of the steps (the
-    one-cycle shape), then a cosine down to 1/1000."""
-
-    def __init__(self, total_steps: int, warmup: float = 0.15, start: float = 1 / 25, end: float = 1e-3) -> None:
-        self.total, self.warmup_steps = max(1, total_steps), int(max(1, total_steps) * warmup)
-        self.start, self.end = start, end
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.start + (1 - self.start) * step / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total - self.warmup_steps))
-        return self.end + (1 - self.end) * 0.5 * (1 + math.cos(math.pi * progress))
+        # linear warm-up from 1/25 over 15% of the steps ("onecycle") or none ("cosine"), cosine down to 1/1000;
+        # the total is counted again when a run resumes, so a longer run stretches the schedule
+        scheduler = WarmupCosine(optimizer, total_training_steps(self.trainer),
+                                 warmup=0.15 if hp.schedule == "onecycle" else 0.0, start_factor=1 / 25,
+                                 end_factor=1e-3)
+        return lightning_optimizers(optimizer, scheduler)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from i2dl.data.faces import COORDINATE_COLUMNS, IMAGE_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.errors import DataError
+from i2dl.files import atomic_open, write_text, write_with
 from i2dl.keypoints.data import to_pixels
 
 
@@ -72,9 +71,7 @@ def draw_overlay(image: Image.Image, keypoints: torch.Tensor, path: Path) -> Pat
     r = max(1.5, max(out.size) / 120)
     for x, y in keypoints.tolist():
         draw.ellipse([x - r, y - r, x + r, y + r], fill=(230, 30, 30), outline=(255, 255, 255))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out.save(path)
-    return path
+    return write_with(path, lambda tmp: out.save(tmp, format="PNG"))
 
 
 @torch.no_grad()
@@ -91,9 +88,7 @@ def keypoints_json(path: str | Path, box: Letterbox, keypoints: torch.Tensor) ->
 
 
 def write_json(data: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+    return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_submission(ids: list[int], keypoints_px: torch.Tensor, table: list[tuple[int, int, str]],
@@ -102,19 +97,12 @@ def write_submission(ids: list[int], keypoints_px: torch.Tensor, table: list[tup
     by_image = {image_id: k for k, image_id in enumerate(ids)}
     flat = keypoints_px.reshape(len(ids), -1).clamp(0, IMAGE_SIZE)
     column = {name: k for k, name in enumerate(COORDINATE_COLUMNS)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["RowId", "Location"])
-            for row_id, image_id, feature in table:
-                if image_id not in by_image:
-                    raise DataError(f"{source}: RowId {row_id} asks for ImageId {image_id}, which the test file "
-                                    f"does not hold")
-                writer.writerow([row_id, f"{float(flat[by_image[image_id], column[feature]]):.4f}"])
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["RowId", "Location"])
+        for row_id, image_id, feature in table:
+            if image_id not in by_image:
+                raise DataError(f"{source}: RowId {row_id} asks for ImageId {image_id}, which the test file "
+                                f"does not hold")
+            writer.writerow([row_id, f"{float(flat[by_image[image_id], column[feature]]):.4f}"])
     return len(table)

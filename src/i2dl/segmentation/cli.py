@@ -13,8 +13,10 @@ from i2dl.data.segmentation import read_rgb
 from i2dl.export import export_onnx
 from i2dl.segmentation.data import SegmentationDataModule
 from i2dl.segmentation.module import SegmentationModule
-from i2dl.segmentation.viz import colourise, overlay
-from i2dl.training import LabCLI, load_module, dispatch
+from i2dl.segmentation.viz import SegmentationFigures, colourise, overlay
+from i2dl.cli import dispatch
+from i2dl.files import write_with
+from i2dl.training import LabCLI, load_module
 
 HELP = """usage: i2dl segmentation {fit,validate,test,predict,export} ...
 
@@ -26,11 +28,23 @@ HELP = """usage: i2dl segmentation {fit,validate,test,predict,export} ...
 
 
 class SegmentationCLI(LabCLI):
-    """LabCLI whose model learns the dataset (classes, colours) from `--data.dataset`."""
+    """LabCLI whose model learns the dataset (classes, colours) from `--data.dataset`, and its class weights from
+    the training split's pixel counts before `fit`."""
 
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         parser.link_arguments("data.dataset", "model.dataset")
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        if self.model.hparams.class_weighting != "none" and self.config[self.subcommand].get("ckpt_path") is None:
+            self.model.set_class_weights(self.datamodule.class_pixel_counts())  # a resumed run has them saved
+
+
+def figures(cli: LabCLI) -> list:
+    hp, info = cli.model.hparams, cli.model.info
+    title = f"{hp.approach} {hp.arch if hp.approach == 'torchvision' else hp.backbone}"
+    return [SegmentationFigures(cli.run_dir(), info.name, info.classes, info.palette, title)]
 
 
 def predict(argv: list[str]) -> None:
@@ -52,8 +66,9 @@ def predict(argv: list[str]) -> None:
             pred = module(x).argmax(1)[0].numpy()
         colour = colourise(pred, palette)
         stem = Path(path).stem
-        Image.fromarray(colour).save(output_dir / f"{stem}_mask.png")
-        Image.fromarray(overlay(image, colour)).save(output_dir / f"{stem}_overlay.png")
+        write_with(output_dir / f"{stem}_mask.png", lambda tmp: Image.fromarray(colour).save(tmp, format="PNG"))
+        write_with(output_dir / f"{stem}_overlay.png",
+                   lambda tmp: Image.fromarray(overlay(image, colour)).save(tmp, format="PNG"))
         ids, counts = np.unique(pred, return_counts=True)
         top = ", ".join(f"{names[i]} {c / pred.size:.0%}" for i, c in sorted(zip(ids, counts), key=lambda t: -t[1])[:5])
         print(f"{path}: {top}  -> {output_dir / (stem + '_mask.png')}, {output_dir / (stem + '_overlay.png')}")
@@ -78,4 +93,5 @@ def export(argv: list[str]) -> None:
 def main(argv: list[str]) -> None:
     dispatch(argv, HELP, {"predict": predict, "export": export},
              lambda args: SegmentationCLI("segmentation", SegmentationModule, SegmentationDataModule,
-                                          monitor="val/miou", mode="max", args=args, checkpoint_every_n_steps=50))
+                                          monitor="val/miou", mode="max", headline="test/miou", figures=figures,
+                                          args=args, checkpoint_every_n_steps=50))

@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.models import segmentation as tv_segmentation
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from i2dl import checkpoints
 from i2dl.errors import CheckpointError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -67,12 +68,7 @@ def read_state_dict(path: str | Path, strip_prefixes: Sequence[str] = ()) -> dic
     """Tensors of a local weights file: a plain state dict, or an i2dl/Lightning checkpoint (its `state_dict`,
     with the LightningModule's `model.` prefix removed). Unreadable files are a one-line CheckpointError."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # pickle/zip errors come in many types
-        raise CheckpointError(f"{path}: not a readable weights file ({type(err).__name__}: {err})") from None
+    obj = checkpoints.load(path, "weights file")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         # the network's tensors only (a LightningModule's own buffers, such as class weights, are not weights)
         obj = {k.removeprefix("model."): v for k, v in obj["state_dict"].items() if k.startswith("model.")}

@@ -6,14 +6,11 @@ Metrics (void / Unlabelled / padding ignored everywhere):
 - `val/pixel_acc`, `test/pixel_acc`: the share of all non-void pixels classified correctly;
 - `val/miou`, `test/miou`: mean over classes of intersection over union (classes absent from both the truth and
   the prediction of the whole split are left out), from a torchmetrics confusion matrix; per-class IoU is
-  printed, written to `figures/per_class_iou.csv` and drawn at test end.
+  logged as `test/iou/<class>` (so it lands in results.json) and drawn by `SegmentationFigures`.
 """
 
 from __future__ import annotations
 
-import csv
-import math
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -23,12 +20,10 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from i2dl.data.segmentation import DATASETS, IGNORE_INDEX
+from i2dl.hardware import resolve_channels_last, resolve_precision
+from i2dl.schedules import WarmupCosine
 from i2dl.segmentation.model import build_segmenter
-from i2dl.segmentation.viz import plot_class_iou, plot_segmentation_rows
-from i2dl.training import CompatibleCheckpoints, csv_metric_files, make_optimizer, total_training_steps
-from i2dl.viz import plot_curves
-
-FIGURE_ROWS = 4
+from i2dl.training import CompatibleCheckpoints, lightning_optimizers, make_optimizer, total_training_steps
 
 
 class PerImageAccuracy(Metric):
@@ -97,7 +92,7 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
                  schedule: Literal["constant", "cosine", "onecycle"] = "cosine",
                  class_weighting: Literal["none", "median_frequency", "inverse_sqrt"] = "none",
                  aux_weight: float = 0.5, freeze_backbone_epochs: int = 0, frozen_bn: bool = False,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool | Literal["auto"] = "auto") -> None:
         super().__init__()
         self.save_hyperparameters()
         self.info = DATASETS[dataset]
@@ -106,7 +101,8 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         self.model = build_segmenter(approach, n, arch=arch, weights=weights, weights_backbone=weights_backbone,
                                      aux_loss=aux_loss, backbone=backbone, decoder_channels=decoder_channels,
                                      dropout=dropout)
-        if channels_last:
+        self.channels_last = resolve_channels_last(channels_last, resolve_precision("auto"))
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.register_buffer("class_weights", torch.ones(n))
         self.metrics = torch.nn.ModuleDict({
@@ -114,9 +110,8 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
             for stage in ("val", "test")
             for name, metric in (("acc", PerImageAccuracy()),
                                  ("confusion", MulticlassConfusionMatrix(n, ignore_index=IGNORE_INDEX)))})
-        self.examples: list[torch.Tensor] = []
 
-    # --- setup: pretrained weights and class weights, only when training starts ---------------------------------
+    # --- setup: pretrained weights when training starts; class weights from the training split's pixel counts ---
     def setup(self, stage: str) -> None:
         if stage != "fit" or getattr(self, "_pretrained_loaded", False):
             return
@@ -124,21 +119,25 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         report = self.model.load_pretrained()
         if report is not None:
             print(f"pretrained weights: {report.summary()}")
-        if self.hparams.class_weighting != "none":
-            counts = self.trainer.datamodule.class_pixel_counts().double()
-            freq = counts / counts.sum()
-            present = freq > 0
-            if self.hparams.class_weighting == "median_frequency":
-                weights = freq[present].median() / freq.clamp(min=1e-12)
-            else:
-                weights = 1 / freq.clamp(min=1e-12).sqrt()
-                weights = weights / weights[present].mean()
-            self.class_weights.copy_(torch.where(present, weights, torch.ones_like(weights)).float())
-            print("class weights: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(self.class_names,
-                                                                                self.class_weights.tolist())))
+
+    def set_class_weights(self, pixel_counts: torch.Tensor) -> None:
+        """Class weights of the loss from the training split's pixel count per class (`class_weighting`); the
+        LabCLI calls it before `fit` (`datamodule.class_pixel_counts()`). Saved with the checkpoint."""
+        if self.hparams.class_weighting == "none":
+            return
+        freq = pixel_counts.double() / pixel_counts.double().sum()
+        present = freq > 0
+        if self.hparams.class_weighting == "median_frequency":
+            weights = freq[present].median() / freq.clamp(min=1e-12)
+        else:
+            weights = 1 / freq.clamp(min=1e-12).sqrt()
+            weights = weights / weights[present].mean()
+        self.class_weights.copy_(torch.where(present, weights, torch.ones_like(weights)).float())
+        print("class weights: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(self.class_names,
+                                                                            self.class_weights.tolist())))
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self._layout(x))
@@ -184,16 +183,14 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _evaluate(self, stage: str, batch, batch_idx: int) -> None:
+    def _evaluate(self, stage: str, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
         logits = self(x)
         preds = logits.argmax(1)
         self.log(f"{stage}/loss", self.loss(logits, y), sync_dist=True, batch_size=len(x))
         self.metrics[f"{stage}_acc"].update(preds, y)
         self.metrics[f"{stage}_confusion"].update(preds, y)
-        if stage == "test" and len(self.examples) < FIGURE_ROWS:
-            k = FIGURE_ROWS - len(self.examples)
-            self.examples.extend(zip(x[:k].cpu(), y[:k].cpu(), preds[:k].cpu()))
+        return {"images": x, "targets": y, "preds": preds}
 
     def _log_epoch(self, stage: str) -> torch.Tensor:
         matrix = self.metrics[f"{stage}_confusion"].compute()
@@ -211,36 +208,13 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
-    def on_test_epoch_start(self) -> None:
-        self.examples = []
-
     def test_step(self, batch, batch_idx):
-        self._evaluate("test", batch, batch_idx)
+        return self._evaluate("test", batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
         iou = self._log_epoch("test")
-        self.last_test_iou = iou.cpu()
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            self.write_test_outputs(Path(self.trainer.default_root_dir) / "figures", iou.cpu())
-
-    def write_test_outputs(self, folder: Path, iou: torch.Tensor) -> None:
-        """Per-class IoU table (printed and CSV), IoU bars, image/truth/prediction rows, learning curves."""
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "per_class_iou.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["class", "iou"])
-            for name, value in zip(self.class_names, iou.tolist()):
-                writer.writerow([name, "" if value != value else f"{value:.4f}"])
-        print("per-class IoU: " + ", ".join(f"{n} {'-' if v != v else f'{v:.3f}'}"
-                                            for n, v in zip(self.class_names, iou.tolist())))
-        plot_class_iou(iou, self.class_names, self.info.palette, folder / "per_class_iou.png",
-                       title=f"{self.info.name} test per-class IoU (mean {float(iou.nanmean()):.3f})")
-        if self.examples:
-            images, targets, preds = (torch.stack(t) for t in zip(*self.examples))
-            plot_segmentation_rows(images, targets, preds, self.class_names, self.info.palette,
-                                   folder / "test_predictions.png", title=f"{self.info.name} test images")
-        plot_curves(csv_metric_files(self.trainer.default_root_dir), folder / "curves.png",
-                    title=f"{self.hparams.approach} {self.hparams.arch if self.hparams.approach == 'torchvision' else self.hparams.backbone}")
+        for name, value in zip(self.class_names, iou.tolist()):  # NaN (null in results.json): class never seen
+            self.log(f"test/iou/{name}", value)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["class_names"] = self.class_names
@@ -256,15 +230,8 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         optimizer, _ = make_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, "constant", 0, 0.0)
         if hp.schedule == "constant":
             return optimizer
-        # Recomputed whenever training (re)starts, so a resumed run may be given more epochs than it began with.
-        total = max(1, total_training_steps(self.trainer))
-        warmup = max(1, int(total * (0.05 if hp.schedule == "cosine" else 0.2)))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return 0.1 + 0.9 * step / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # linear warm-up from 1/10 over 5% ("cosine") or 20% ("onecycle") of the steps, cosine down to 1/1000; the
+        # total is counted again whenever training (re)starts, so a resumed run may be given more epochs
+        scheduler = WarmupCosine(optimizer, total_training_steps(self.trainer),
+                                 warmup=0.05 if hp.schedule == "cosine" else 0.2, start_factor=0.1, end_factor=1e-3)
+        return lightning_optimizers(optimizer, scheduler)

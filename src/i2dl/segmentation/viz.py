@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from i2dl.data.segmentation import IGNORE_INDEX  # noqa: E402
+from i2dl.training import FigureCallback  # noqa: E402
 from i2dl.viz import save_figure  # noqa: E402
 
 
@@ -80,3 +81,36 @@ def plot_class_iou(iou: torch.Tensor, classes: Sequence[str], palette: Sequence[
     ax.set_title(title or f"per-class IoU (mean {mean:.3f})")
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
+
+
+class SegmentationFigures(FigureCallback):
+    """After a test: prints the per-class IoU and draws `per_class_iou.png`, `test_predictions.png` (image, truth,
+    prediction rows in the dataset's colours) and `curves.png`; given the classes and colours it needs."""
+
+    def __init__(self, run_dir: str | Path, dataset_name: str, class_names: Sequence[str],
+                 palette: Sequence[Sequence[int]], title: str, rows: int = 4) -> None:
+        super().__init__(run_dir)
+        self.dataset_name, self.class_names, self.palette = dataset_name, list(class_names), palette
+        self.title, self.rows = title, rows
+        self.examples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.examples = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        k = self.rows - len(self.examples)
+        if k > 0:
+            x, y, preds = outputs["images"][:k].cpu(), outputs["targets"][:k].cpu(), outputs["preds"][:k].cpu()
+            self.examples.extend(zip(x.float(), y, preds))
+
+    def draw(self, metrics: dict[str, float], pl_module) -> None:
+        iou = torch.tensor([metrics.get(f"test/iou/{name}", float("nan")) for name in self.class_names])
+        print("per-class IoU: " + ", ".join(f"{n} {'-' if v != v else f'{v:.3f}'}"
+                                            for n, v in zip(self.class_names, iou.tolist())))
+        plot_class_iou(iou, self.class_names, self.palette, self.folder / "per_class_iou.png",
+                       title=f"{self.dataset_name} test per-class IoU (mean {float(iou.nanmean()):.3f})")
+        if self.examples:
+            images, targets, preds = (torch.stack(t) for t in zip(*self.examples))
+            plot_segmentation_rows(images, targets, preds, self.class_names, self.palette,
+                                   self.folder / "test_predictions.png", title=f"{self.dataset_name} test images")
+        self.curves(self.title)
