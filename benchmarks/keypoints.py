@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from i2dl.data.faces import KEYPOINT_NAMES  # noqa: E402
+from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES  # noqa: E402
 
 
 def mean_sd(values: list[float]) -> str:

@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from i2dl.data.faces import KEYPOINT_NAMES
+from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES
 from i2dl.keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, FacialKeypointsDataModule
 from i2dl.keypoints.module import FacialKeypointsRegressor
 from i2dl.keypoints.predict import predict_pixels

@@ -104,7 +104,7 @@ def evaluate(ckpt: Path, split: str = "test") -> dict[str, float]:
     from i2dl.training import load_module
     from torchmetrics.classification import MulticlassConfusionMatrix
 
-    from i2dl.data.segmentation import IGNORE_INDEX
+    from i2dl.segmentation.datasets import IGNORE_INDEX
 
     module = load_module(SegmentationModule, ckpt)
     data = SegmentationDataModule(dataset=module.hparams.dataset, eval_batch_size=4)

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 
 from i2dl.data import resolve_data_dir
-from i2dl.data.faces import KEYPOINT_NAMES, read_keypoints_csv, split_path
+from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES, read_keypoints_csv, split_path
 from i2dl.keypoints.data import FacialKeypointsDataModule, KeypointAugment, pack_targets
 from i2dl.keypoints.figures import plot_keypoint_grid
 from i2dl.keypoints.module import FacialKeypointsRegressor

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from i2dl.data import resolve_data_dir
-from i2dl.data.segmentation import DATASETS, IGNORE_INDEX, load_msrc_v2
+from i2dl.segmentation.datasets import DATASETS, IGNORE_INDEX, load_msrc_v2
 from i2dl.segmentation.data import SegmentationDataModule
 from i2dl.segmentation.model import BackboneDecoderSegmenter, TorchvisionSegmenter
 from i2dl.segmentation.module import SegmentationModule

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from i2dl.data.faces import (KEYPOINT_NAMES, read_id_lookup_table, read_keypoints_csv,
+from i2dl.keypoints.kaggle_csv import (KEYPOINT_NAMES, read_id_lookup_table, read_keypoints_csv,
                              read_test_csv, split_path)
 from i2dl.errors import DataError
 from i2dl.keypoints.data import (FLIP_PERMUTATION, FacialKeypointsDataModule, HorizontalFlipKeypoints,

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from i2dl.cli import main as i2dl_main
-from i2dl.data.segmentation import CAMVID_PALETTE, MSRC_PALETTE
+from i2dl.segmentation.datasets import CAMVID_PALETTE, MSRC_PALETTE
 from test_segmentation_data import make_camvid, make_msrc
 
 REPO = Path(__file__).resolve().parents[1]

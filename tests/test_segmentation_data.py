@@ -13,7 +13,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from i2dl.cli import main as i2dl_main
-from i2dl.data.segmentation import (IGNORE_INDEX, MSRC_CLASSES, MSRC_PALETTE, SegmentationDataset,
+from i2dl.segmentation.datasets import (IGNORE_INDEX, MSRC_CLASSES, MSRC_PALETTE, SegmentationDataset,
                                     class_pixel_counts, decode_colour_target, load_camvid, load_msrc_v2, pad_collate,
                                     train_transform)
 from i2dl.errors import DataError

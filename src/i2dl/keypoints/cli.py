@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from i2dl.data.faces import IMAGE_SIZE, read_id_lookup_table, read_test_csv
+from i2dl.keypoints.kaggle_csv import IMAGE_SIZE, read_id_lookup_table, read_test_csv
 from i2dl.export import export_command
 from i2dl.keypoints.data import FacialKeypointsDataModule
 from i2dl.keypoints.module import FacialKeypointsRegressor

@@ -15,7 +15,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from i2dl.data import resolve_data_dir
-from i2dl.data.faces import IMAGE_SIZE, KEYPOINT_NAMES, FaceKeypoints, read_keypoints_csv, split_path
+from i2dl.keypoints.kaggle_csv import IMAGE_SIZE, KEYPOINT_NAMES, FaceKeypoints, read_keypoints_csv, split_path
 from i2dl.data.memory import InMemoryBatches
 
 HALF = IMAGE_SIZE / 2

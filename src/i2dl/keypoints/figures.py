@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from i2dl.data.faces import KEYPOINT_NAMES, NUM_KEYPOINTS
+from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.keypoints.data import to_pixels
 from i2dl.training import FigureCallback
 from i2dl.viz import grid_axes, plt, save_figure

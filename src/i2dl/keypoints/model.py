@@ -8,7 +8,7 @@ from torch import nn
 
 from i2dl.layers import Normalize
 
-from i2dl.data.faces import IMAGE_SIZE, NUM_KEYPOINTS
+from i2dl.keypoints.kaggle_csv import IMAGE_SIZE, NUM_KEYPOINTS
 
 FACES_MEAN, FACES_STD = 0.45, 0.25  # of the training faces' grey values in [0, 1], rounded
 

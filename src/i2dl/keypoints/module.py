@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torchmetrics import Metric
 
-from i2dl.data.faces import KEYPOINT_NAMES, NUM_KEYPOINTS
+from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.keypoints.data import HALF
 from i2dl.keypoints.model import build_model
 from i2dl.hardware import resolve_channels_last, resolve_precision

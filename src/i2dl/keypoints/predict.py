@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from i2dl.data.faces import COORDINATE_COLUMNS, IMAGE_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS
+from i2dl.keypoints.kaggle_csv import COORDINATE_COLUMNS, IMAGE_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.errors import DataError
 from i2dl.files import atomic_open, write_text, write_with
 from i2dl.keypoints.data import to_pixels

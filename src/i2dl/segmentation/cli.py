@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from i2dl.data.segmentation import read_rgb
+from i2dl.segmentation.datasets import read_rgb
 from i2dl.export import export_onnx
 from i2dl.segmentation.data import SegmentationDataModule
 from i2dl.segmentation.module import SegmentationModule

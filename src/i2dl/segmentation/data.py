@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from i2dl.data import resolve_data_dir
-from i2dl.data.segmentation import (DATASETS, SegmentationDataset, class_pixel_counts, eval_transform,
+from i2dl.segmentation.datasets import (DATASETS, SegmentationDataset, class_pixel_counts, eval_transform,
                                     load_segmentation_split, pad_collate, train_transform)
 from i2dl.errors import DataError
 

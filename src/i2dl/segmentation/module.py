@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from i2dl.data.segmentation import DATASETS, IGNORE_INDEX
+from i2dl.segmentation.datasets import DATASETS, IGNORE_INDEX
 from i2dl.hardware import resolve_channels_last, resolve_precision
 from i2dl.schedules import WarmupCosine
 from i2dl.segmentation.model import build_segmenter

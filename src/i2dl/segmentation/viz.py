@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 from matplotlib.patches import Patch  # noqa: E402
 
-from i2dl.data.segmentation import IGNORE_INDEX  # noqa: E402
+from i2dl.segmentation.datasets import IGNORE_INDEX  # noqa: E402
 from i2dl.training import FigureCallback  # noqa: E402
 from i2dl.viz import save_figure  # noqa: E402
 
