@@ -12,7 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, run_main
 from i2dl.app.common import AppError, find_runs, read_photo, resolve_checkpoint
 from i2dl.keypoints.kaggle_csv import read_keypoints_csv
 from i2dl.keypoints.faces import CROP_SCALE, FaceBox, crop_face, detect_faces, keypoints_of_faces
@@ -127,6 +127,31 @@ def test_keypoints_go_back_through_the_crop_into_the_photos_pixels():
         assert torch.allclose(points, expected, atol=1e-3)
     crop, (left, top) = crop_face(photo, at_edge)
     assert crop.size == (113, 113) and left < 0  # filled where the photo ends, not shifted
+
+
+def test_keypoints_predict_finds_the_faces_of_whole_photos_unless_told_not_to(tmp_path):
+    ckpt = mean_face_model(tmp_path / "runs" / "keypoints" / "mean")
+    placed = face_photo(tmp_path / "two.png")
+    Image.new("RGB", (320, 240), (90, 110, 130)).save(tmp_path / "wall.png")
+    out = tmp_path / "out"
+    code, stdout, err = run_main("keypoints", "predict", "--ckpt_path", str(ckpt), "--output_dir", str(out),
+                                 str(tmp_path / "two.png"))
+    assert code == 0, err
+    assert "two.png: 2 faces ->" in stdout
+    data = json.loads((out / "two_keypoints.json").read_text())
+    assert (data["width"], data["height"]) == (640, 480) and [len(f["keypoints"]) for f in data["faces"]] == [15, 15]
+    for face, truth in zip(data["faces"], placed):
+        points = torch.tensor(list(face["keypoints"].values()))
+        assert (points - truth["keypoints"]).norm(dim=1).mean() / truth["side"] * 96 < 10
+    assert Image.open(out / "two_keypoints.png").size == (640, 480)
+    code, _, err = run_main("keypoints", "predict", "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "o2"),
+                            str(tmp_path / "two.png"), str(tmp_path / "wall.png"))
+    assert code == 2 and "wall.png: no face found" in err and "--no_detect" in err
+    assert not (tmp_path / "o2").exists()  # every photo is checked before anything is written
+    code, stdout, _ = run_main("keypoints", "predict", "--ckpt_path", str(ckpt), "--output_dir", str(out),
+                               "--no_detect", str(tmp_path / "wall.png"))
+    assert code == 0 and "left eye centre at" in stdout
+    assert len(json.loads((out / "wall_keypoints.json").read_text())["keypoints"]) == 15
 
 
 # --- images from uploads -------------------------------------------------------------------------------------------

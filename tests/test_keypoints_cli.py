@@ -140,7 +140,7 @@ def test_predict_image_files_of_any_size_and_colour(trained, small_data, tmp_pat
     wide.paste(tinted.resize((150, 150)), (75, 0))
     wide.save(tmp_path / "wide.png")
     out_dir = tmp_path / "out"
-    code, out, err = i2dl("keypoints", "predict", "--ckpt_path", str(trained / "checkpoints/best.ckpt"),
+    code, out, err = i2dl("keypoints", "predict", "--ckpt_path", str(trained / "checkpoints/best.ckpt"), "--no_detect",
                           "--output_dir", str(out_dir), str(tmp_path / "square.jpg"), str(tmp_path / "wide.png"),
                           capsys=capsys)
     assert code == 0, err[-3000:]

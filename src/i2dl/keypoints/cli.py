@@ -10,6 +10,7 @@ import torch
 from i2dl.keypoints.kaggle_csv import IMAGE_SIZE, read_id_lookup_table, read_test_csv
 from i2dl.export import export_command
 from i2dl.keypoints.data import FacialKeypointsDataModule
+from i2dl.keypoints.faces import predict_photos
 from i2dl.keypoints.module import FacialKeypointsRegressor
 from i2dl.keypoints.predict import (draw_overlay, keypoints_json, load_image, predict_pixels, to_face_input,
                                     write_json, write_submission)
@@ -36,7 +37,10 @@ def predict(argv: list[str]) -> None:
     parser.add_argument("--kaggle_test", default=None, help="Kaggle's test.csv (ImageId,Image)")
     parser.add_argument("--id_lookup", default=None, help="Kaggle's IdLookupTable.csv")
     parser.add_argument("--submission", default=None, help="submission CSV (default: <output_dir>/submission.csv)")
-    parser.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...), ideally a face crop")
+    parser.add_argument("--no_detect", action="store_true",
+                        help="take each image as one ready-made face crop; by default the faces in each photo are "
+                             "found (OpenCV's Haar cascade) and cropped like the training faces, 15 keypoints each")
+    parser.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...): photos with faces, or face crops")
     args = parser.parse_args(argv)
     if not args.images and not args.kaggle_test:
         parser.error("give image files, or --kaggle_test with --id_lookup")
@@ -46,15 +50,19 @@ def predict(argv: list[str]) -> None:
     out_dir = Path(args.output_dir)
     if args.images:
         loaded = [load_image(p) for p in args.images]  # every file checked before any output is written
-        inputs = [to_face_input(img) for img in loaded]
-        points96 = predict_pixels(module.model, torch.stack([x for x, _ in inputs]))
-        for path, image, (_, box), points in zip(args.images, loaded, inputs, points96):
-            original = box.to_original(points)
-            stem = Path(path).stem
-            overlay = draw_overlay(image, original, out_dir / f"{stem}_keypoints.png")
-            data = write_json(keypoints_json(path, box, original), out_dir / f"{stem}_keypoints.json")
-            x, y = original[0].tolist()
-            print(f"{path}: {box.width}x{box.height}, left eye centre at ({x:.1f}, {y:.1f}) -> {overlay}, {data}")
+        if args.no_detect:
+            inputs = [to_face_input(img) for img in loaded]
+            points96 = predict_pixels(module.model, torch.stack([x for x, _ in inputs]))
+            for path, image, (_, box), points in zip(args.images, loaded, inputs, points96):
+                original = box.to_original(points)
+                stem = Path(path).stem
+                overlay = draw_overlay(image, original, out_dir / f"{stem}_keypoints.png")
+                data = write_json(keypoints_json(path, box, original), out_dir / f"{stem}_keypoints.json")
+                x, y = original[0].tolist()
+                print(f"{path}: {box.width}x{box.height}, left eye centre at ({x:.1f}, {y:.1f}) -> {overlay}, {data}")
+        else:  # whole photos: every face found, cropped and given its keypoints
+            for path, faces, overlay, data in predict_photos(module.model, args.images, loaded, out_dir):
+                print(f"{path}: {faces} face{'s' if faces != 1 else ''} -> {overlay}, {data}")
     if args.kaggle_test:
         ids, images = read_test_csv(args.kaggle_test)
         table = read_id_lookup_table(args.id_lookup)

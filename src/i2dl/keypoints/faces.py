@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from i2dl.errors import DataError, I2DLError
 from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES
-from i2dl.errors import I2DLError
-from i2dl.keypoints.predict import predict_pixels, to_face_input
+from i2dl.keypoints.predict import draw_overlay, predict_pixels, to_face_input, write_json
 
 CROP_SCALE = 1.13  # side of the training crop / width of the detector's box
 CROP_SHIFT_Y = 0.07  # (crop centre - box centre) / box width, downwards
@@ -127,3 +127,24 @@ def faces_json(image_name: str, width: int, height: int, boxes: list[FaceBox], k
                        "keypoints": {name: [round(float(x), 2), round(float(y), 2)]
                                      for name, (x, y) in zip(KEYPOINT_NAMES, points.tolist())}}
                       for box, points in zip(boxes, keypoints)]}
+
+
+def predict_photos(model: torch.nn.Module, paths: list[str], images: list[Image.Image],
+                   out_dir: Path) -> list[tuple[str, int, Path, Path]]:
+    """`i2dl keypoints predict` on whole photos: the faces of every photo found first (a photo without one is a
+    DataError before anything is written), then per photo an overlay PNG of all faces' keypoints and a JSON file.
+    Returns (photo, faces, overlay, JSON) per photo."""
+    found = [detect_faces(image) for image in images]
+    for path, boxes in zip(paths, found):
+        if not boxes:
+            raise DataError(f"{path}: no face found (the detector finds frontal, upright faces of at least "
+                            f"{MIN_FACE} px); give --no_detect for ready-made face crops")
+    written = []
+    for path, image, boxes in zip(paths, images, found):
+        keypoints = keypoints_of_faces(model, image, boxes)
+        stem = Path(path).stem
+        overlay = draw_overlay(image, keypoints.reshape(-1, 2), out_dir / f"{stem}_keypoints.png")
+        data = write_json(faces_json(str(path), image.width, image.height, boxes, keypoints),
+                          out_dir / f"{stem}_keypoints.json")
+        written.append((str(path), len(boxes), overlay, data))
+    return written
