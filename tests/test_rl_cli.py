@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import run_cli, run_main
+
 from i2dl.cli import main as i2dl_main
 from i2dl.rl.runs import load_checkpoint
 
@@ -59,6 +60,9 @@ def test_every_config_runs_with_tiny_limits(config, tmp_path):
         if f"--{key}" not in tiny_args(config):
             assert saved[key] == value, key
     assert read_csv(run_dir / "metrics.csv")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["lab"] == "rl" and results["config"] == config.stem and results["status"] == "finished"
+    assert results["steps"] == checkpoint["global_step"] and results["headline"]["metric"] == "train/mean_return_last100"
     episodes = read_csv(run_dir / "episodes.csv")
     if settings["algo"] == "reinforce":
         assert len(episodes) == 2
@@ -221,6 +225,20 @@ def test_eval_and_record(tmp_path):
         assert 2 <= image.n_frames <= 20 and image.size == (600, 400)
 
 
+def test_train_print_config_and_help():
+    """`--print_config` gives the resolved settings (file, then overrides) as YAML that `-c` reads back; `--help`
+    lists every setting with its documentation."""
+    code, out, err = run_main("rl", "train", "-c", str(REPO / "configs/rl/ppo_cartpole.yaml"), "--total_steps",
+                              "5000", "--env_kwargs", "{max_episode_steps: 100}", "--print_config")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["algo"] == "ppo" and printed["total_steps"] == 5000 and printed["num_envs"] == 8
+    assert printed["env_kwargs"] == {"max_episode_steps": 100} and printed["update_epochs"] == 20
+    code, out, err = run_main("rl", "train", "--algo", "reinforce", "--help")
+    assert code == 0
+    assert "--reset_at_point" in out and "restart the discounted sum at every non-zero reward" in out
+
+
 # --- error exits: one line, status 2 -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory) -> Path:
@@ -264,7 +282,7 @@ def bad_yaml(tmp_path: Path, text: str) -> str:
     (lambda d, t: ["fly"], "unknown rl command 'fly'"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_user_errors_exit_2_with_one_line(case, message, cartpole_run, tmp_path):
-    code, out, err = run_main("rl", *case(cartpole_run, tmp_path))
+    code, _, err = run_main("rl", *case(cartpole_run, tmp_path))
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("i2dl: error")]
     assert len(lines) == 1 and message in lines[0], err
@@ -279,5 +297,5 @@ def test_checkpoint_of_another_network_shape_fails_in_a_subprocess(tmp_path, car
     result = run_cli("rl", "eval", "--ckpt_path", str(broken))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"i2dl: error: {broken} does not fit this network: net.2.weight has shape (3, 32), "
-        f"the network expects (2, 32)"], result.stderr
+        (f"i2dl: error: {broken} does not fit this network: net.2.weight has shape (3, 32), "
+         f"the network expects (2, 32)")], result.stderr

@@ -8,6 +8,12 @@ Observation pipelines (`preprocessing`):
 - `atari`: the standard Atari preprocessing (`AtariPreprocessing`: no-op starts, max-pooled frame skip 4,
            84x84 greyscale) followed by a stack of `frame_stack` frames: (frame_stack, 84, 84) uint8.
 
+Vectorisation (`make_vector_env`): `sync` and `async` are gymnasium's vector envs over `make_env` copies (one process,
+or one process per environment); `ale` is ale-py's batched C++ vector environment (`AtariVectorEnv`), which does the
+`atari` preprocessing itself (frame skip 4 with max-pooling, 84x84 grey, frame stack, up to 30 no-op starts and FIRE
+at reset) in its own threads, several times faster than the Python wrappers. Its frame stack starts from zeros
+(`make_env(..., stack_padding="zero")` gives the same observations in one gymnasium env, for recording videos).
+
 Vector environments keep gymnasium 1.x's default next-step autoreset: after a step reports terminated/truncated,
 the *next* step of that sub-environment ignores its action and returns the first observation of a new episode with
 reward 0. The algorithms mark those steps invalid (see `ppo.collect_rollout`), so no transition crosses an episode.
@@ -15,7 +21,9 @@ reward 0. The algorithms mark those steps invalid (see `ppo.collect_rollout`), s
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import re
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -88,10 +96,15 @@ class LabPongObservation(gym.Wrapper):
 ATARI_FRAME_SKIP = 4  # Atari frames behind one agent step with the `atari` preprocessing
 
 
+VECTORIZATIONS = ("sync", "async", "ale")
+
+
 def make_env(env_id: str, seed: int | None = None, preprocessing: str = "none", frame_stack: int = 4,
              env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None,
-             record_stats: bool = True) -> gym.Env:
-    """One environment with the chosen observation pipeline (see the module docstring)."""
+             record_stats: bool = True, stack_padding: str = "reset") -> gym.Env:
+    """One environment with the chosen observation pipeline (see the module docstring); `stack_padding` is how
+    the `atari` frame stack starts an episode: copies of the first frame ("reset") or zeros ("zero", as ale-py's
+    vector env does)."""
     check_env_id(env_id)
     if preprocessing not in PREPROCESSINGS:
         raise I2DLError(f"unknown preprocessing {preprocessing!r}; choose from {', '.join(PREPROCESSINGS)}")
@@ -113,16 +126,23 @@ def make_env(env_id: str, seed: int | None = None, preprocessing: str = "none", 
         env = LabPongObservation(env)
     elif preprocessing == "atari":
         env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=ATARI_FRAME_SKIP, screen_size=84)
-        env = gym.wrappers.FrameStackObservation(env, frame_stack)
+        env = gym.wrappers.FrameStackObservation(env, frame_stack, padding_type=stack_padding)
     if seed is not None:
         env.action_space.seed(seed)
     return env
 
 
 def make_vector_env(env_id: str, num_envs: int, seed: int, preprocessing: str = "none", frame_stack: int = 4,
-                    env_kwargs: dict[str, Any] | None = None, vectorization: str = "sync") -> gym.vector.VectorEnv:
-    """`num_envs` copies in a gymnasium Sync- or AsyncVectorEnv (next-step autoreset), reset with seeds
-    seed, seed+1, ... by the caller (`envs.reset(seed=seed)` seeds sub-env i with seed+i)."""
+                    env_kwargs: dict[str, Any] | None = None, vectorization: str = "sync",
+                    threads: int = 0) -> gym.vector.VectorEnv:
+    """`num_envs` environments in a gymnasium Sync- or AsyncVectorEnv or in ale-py's vector env (`vectorization`
+    ale; `threads` emulator threads, 0: one per core), all with next-step autoreset, reset with seeds seed,
+    seed+1, ... by the caller (`envs.reset(seed=seed)` seeds sub-env i with seed+i)."""
+    if vectorization == "ale":
+        if preprocessing != "atari":
+            raise I2DLError(f"vectorization 'ale' does the atari preprocessing itself; set preprocessing: atari "
+                            f"(not {preprocessing!r}) or use vectorization sync")
+        return make_ale_vector_env(env_id, num_envs, frame_stack, env_kwargs, threads)
     make_env(env_id, None, preprocessing, frame_stack, env_kwargs).close()  # fail early, in this process
     thunks: list[Callable[[], gym.Env]] = [
         (lambda: make_env(env_id, None, preprocessing, frame_stack, env_kwargs)) for _ in range(num_envs)]
@@ -131,6 +151,38 @@ def make_vector_env(env_id: str, num_envs: int, seed: int, preprocessing: str = 
     elif vectorization == "async":
         envs = gym.vector.AsyncVectorEnv(thunks)
     else:
-        raise I2DLError(f"unknown vectorization {vectorization!r}; choose sync or async")
+        raise I2DLError(f"unknown vectorization {vectorization!r}; choose from {', '.join(VECTORIZATIONS)}")
     envs.action_space.seed(seed)
     return envs
+
+
+def ale_game(env_id: str) -> str:
+    """ale-py's ROM name of a gymnasium Atari id: ALE/Pong-v5 -> pong, ALE/MsPacman-v5 -> ms_pacman."""
+    name = env_id.split("/")[-1].split("-v")[0].replace("NoFrameskip", "").replace("Deterministic", "")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def make_ale_vector_env(env_id: str, num_envs: int, frame_stack: int = 4, env_kwargs: dict[str, Any] | None = None,
+                        threads: int = 0) -> gym.vector.VectorEnv:
+    """ale-py's `AtariVectorEnv` with the standard preprocessing (frame skip 4 with max-pooling, 84x84 grey,
+    `frame_stack` frames, up to 30 no-op starts, FIRE at reset) and raw (unclipped) rewards, so that returns are game
+    scores. `env_kwargs` are its settings (e.g. `repeat_action_probability: 0.25` for sticky actions);
+    `max_episode_steps` is read as agent steps, like gymnasium's. Unlike gymnasium's `AtariPreprocessing`, the no-op
+    starts count agent steps (up to 30 x 4 frames) and the frame stack starts from zeros."""
+    if not is_atari(env_id):
+        raise I2DLError(f"vectorization 'ale' is for Atari games (ALE/...), not {env_id!r}; use sync or async")
+    check_env_id(env_id)
+    from ale_py.vector_env import AtariVectorEnv
+
+    kwargs: dict[str, Any] = {"reward_clipping": False, "repeat_action_probability": 0.0}
+    kwargs.update(env_kwargs or {})
+    if "max_episode_steps" in kwargs:
+        kwargs["max_num_frames_per_episode"] = int(kwargs.pop("max_episode_steps")) * ATARI_FRAME_SKIP
+    if kwargs.pop("frameskip", 1) != 1:
+        raise I2DLError("vectorization 'ale' always skips 4 frames per agent step (AtariPreprocessing's skip); "
+                        "leave frameskip out of env_kwargs")
+    try:
+        return AtariVectorEnv(ale_game(env_id), num_envs, num_threads=threads, stack_num=frame_stack,
+                              frameskip=ATARI_FRAME_SKIP, **kwargs)
+    except TypeError as err:
+        raise I2DLError(f"bad env_kwargs {env_kwargs} for ale-py's vector env: {err}") from None

@@ -1,30 +1,43 @@
-"""PPO (clipped objective, GAE, value and entropy terms, minibatch epochs) in one file, after CleanRL's ppo.py and
-ppo_atari.py, written against gymnasium 1.x vector environments.
+"""PPO (clipped objective, GAE, value and entropy terms, minibatch epochs) in one file, after CleanRL's ppo.py,
+ppo_atari.py and ppo_atari_envpool.py, written against gymnasium 1.x vector environments and ale-py's C++ one.
 
 Next-step autoreset: when sub-environment i ends an episode at step t (terminated or truncated), step t+1 of i
 ignores its action and only returns the first observation of the next episode. That step is stored with
 `valid = False`: it gets no advantage, takes no part in the loss, and the GAE recursion is cut at t, so nothing
 of one episode leaks into another. Because the observation stored at t+1 is then the episode's *final*
 observation, a truncated (time-limit) episode is bootstrapped with its value, while a terminated one is not.
+
+Speed on a CPU (Pong): the emulator runs in ale-py's own threads (`vectorization: ale`), and the conv trunk runs in
+bf16 autocast with channels-last tensors where the CPU computes bf16 natively (`precision: auto`, decided at run
+time by `i2dl.hardware`; on an AVX2-only CPU bf16 is several times slower, so float32 is kept there). The actor and
+critic heads, the log-probabilities and the losses stay in float32. Each update logs where its time went
+(`time/env`, `time/inference`, `time/update`, seconds) beside `charts/sps`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from i2dl.checkpoints import rng_states, seed_everything
+from i2dl.errors import I2DLError
+from i2dl.hardware import resolve_channels_last, resolve_precision
 from i2dl.rl.envs import make_vector_env
-from i2dl.rl.runs import (BestCheckpoint, EpisodeTracker, RunLogger, last_checkpoint, plot_learning_curve,
-                          plot_win_percentage, rng_states, save_checkpoint, seed_everything, snapshot_checkpoint,
-                          start_run)
+from i2dl.rl.figures import plot_learning_curve, plot_win_percentage
+from i2dl.rl.logs import EpisodeTracker, RunLogger
+from i2dl.rl.runs import BestCheckpoint, last_checkpoint, save_checkpoint, snapshot_checkpoint, start_run, with_defaults
 
 ALGO = "ppo"
+NETWORKS = ("mlp", "cnn", "cnn_small")
 
 
 @dataclass
@@ -34,19 +47,25 @@ class PPOConfig:
     env_id: str = "CartPole-v1"
     """gymnasium id, e.g. CartPole-v1 or ALE/Pong-v5"""
     env_kwargs: dict = field(default_factory=dict)
-    """extra arguments of gym.make"""
+    """extra arguments of gym.make (or of ale-py's AtariVectorEnv with vectorization ale, e.g.
+    {repeat_action_probability: 0.25})"""
     preprocessing: str = "none"
     """observation pipeline: none, lab (the course's Pong frame difference) or atari (84x84, frame stack)"""
     frame_stack: int = 4
     """frames stacked by the atari preprocessing"""
     network: str = "mlp"
-    """mlp: separate 64-64 tanh actor and critic; cnn: the Nature-DQN conv trunk shared by actor and critic"""
+    """mlp: separate 64-64 tanh actor and critic; cnn: the Nature-DQN conv trunk (32-64-64 channels, dense 512)
+    shared by actor and critic; cnn_small: the same trunk with half the channels and a dense 256 (~3x fewer
+    multiply-adds)"""
     total_steps: int = 100_000
     """environment steps (summed over the vector env) to train for"""
     num_envs: int = 8
     """parallel environments"""
     vectorization: str = "sync"
-    """sync (one process) or async (one process per environment)"""
+    """sync (gymnasium, one process), async (gymnasium, one process per environment) or ale (ale-py's batched C++
+    vector env with the atari preprocessing built in; Atari only)"""
+    env_threads: int = 0
+    """emulator threads of vectorization ale (0: one per CPU core)"""
     num_steps: int = 32
     """steps per environment per rollout; a rollout holds num_envs * num_steps transitions"""
     learning_rate: float = 1e-3
@@ -86,7 +105,17 @@ class PPOConfig:
     """stop (with a checkpoint) once the run's training clock passes this many seconds, resumed time included (0: no
     limit): a wall-time budget"""
     threads: int = 1
-    """torch CPU threads"""
+    """torch CPU threads (of each worker)"""
+    workers: int = 1
+    """threads that share each minibatch of the update, each computing its part with `threads` torch threads:
+    on a 2-core CPU, 2 workers x 1 thread keep both cores busy, and do not stall as torch's own threads do when
+    another process takes a core"""
+    precision: str = "auto"
+    """conv networks: auto (bf16 autocast where the CPU or GPU computes bf16 natively, else float32), 32-true or
+    bf16-mixed; the mlp always computes in float32"""
+    channels_last: str = "auto"
+    """conv networks: channels-last tensors (auto: where they were measured to pay, see i2dl.hardware), true or
+    false"""
     device: str = "cpu"
     """cpu, cuda or auto"""
     tensorboard: bool = True
@@ -140,25 +169,41 @@ class MLPActorCritic(ActorCritic):
 
 class CNNActorCritic(ActorCritic):
     """CleanRL's Atari agent: the Nature-DQN trunk (32x8s4, 64x4s2, 64x3s1, dense 512) shared by a linear actor
-    and critic. uint8 frames are scaled to [0, 1]; the lab's float frame differences are used as they are."""
+    and critic; `channels`/`hidden` give narrower variants. uint8 frames are scaled to [0, 1]; the lab's float frame
+    differences are used as they are. `set_compute` picks bf16 autocast and channels-last for the trunk; the
+    heads always compute in float32 (a bf16 log-probability would blur PPO's probability ratio)."""
 
-    def __init__(self, obs_shape: tuple[int, ...], n_actions: int) -> None:
+    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, channels: tuple[int, int, int] = (32, 64, 64),
+                 hidden: int = 512) -> None:
         super().__init__()
+        c1, c2, c3 = channels
         self.network = nn.Sequential(
-            layer_init(nn.Conv2d(obs_shape[0], 32, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+            layer_init(nn.Conv2d(obs_shape[0], c1, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(c1, c2, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(c2, c3, 3, stride=1)), nn.ReLU(),
             nn.Flatten())
         with torch.no_grad():
             flat = self.network(torch.zeros(1, *obs_shape)).shape[1]
-        self.network.append(layer_init(nn.Linear(flat, 512)))
+        self.network.append(layer_init(nn.Linear(flat, hidden)))
         self.network.append(nn.ReLU())
-        self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
-        self.critic = layer_init(nn.Linear(512, 1), std=1.0)
+        self.actor = layer_init(nn.Linear(hidden, n_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(hidden, 1), std=1.0)
+        self.bf16, self.channels_last = False, False
+
+    def set_compute(self, bf16: bool, channels_last: bool) -> CNNActorCritic:
+        self.bf16, self.channels_last = bf16, channels_last
+        if channels_last:
+            self.network.to(memory_format=torch.channels_last)
+        return self
 
     def trunk(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
-        hidden = self.network(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with autocast:
+            hidden = self.network(x)
+        hidden = hidden.float()
         return hidden, hidden
 
 
@@ -167,9 +212,26 @@ def build_network(config: dict[str, Any], obs_shape: tuple[int, ...], n_actions:
         return MLPActorCritic(int(np.prod(obs_shape)), n_actions)
     if config["network"] == "cnn":
         return CNNActorCritic(tuple(obs_shape), n_actions)
-    from i2dl.errors import I2DLError
+    if config["network"] == "cnn_small":
+        return CNNActorCritic(tuple(obs_shape), n_actions, channels=(16, 32, 32), hidden=256)
+    raise I2DLError(f"unknown network {config['network']!r} for ppo; choose from {', '.join(NETWORKS)}")
 
-    raise I2DLError(f"unknown network {config['network']!r} for ppo; choose mlp or cnn")
+
+def compute_settings(config: dict[str, Any], device: torch.device) -> tuple[str, bool]:
+    """(precision, channels_last) of a conv network on this machine (the mlp: float32, plain layout)."""
+    if config["network"] == "mlp":
+        return "32-true", False
+    if config["precision"] not in ("auto", "32-true", "bf16-mixed"):
+        raise I2DLError(f"precision must be auto, 32-true or bf16-mixed, got {config['precision']!r}")
+    precision = resolve_precision(config["precision"], "gpu" if device.type == "cuda" else "cpu",
+                                  gpu="detect" if device.type == "cuda" else None)
+    channels_last = config["channels_last"]
+    channels_last = {"true": True, "false": False}.get(str(channels_last).lower(), channels_last)
+    try:
+        layout = resolve_channels_last(channels_last, precision, cuda=device.type == "cuda")
+    except ValueError as err:
+        raise I2DLError(str(err)) from None
+    return precision, layout
 
 
 # --- rollouts and GAE -----------------------------------------------------------------------------------------------
@@ -187,6 +249,8 @@ class Rollout:
     valid: torch.Tensor
     next_value: torch.Tensor
     """value of the observation after the last step (bootstraps the last step of an unfinished episode)"""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """time spent stepping the environments ("env") and choosing actions ("inference")"""
 
 
 PolicyFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -205,24 +269,31 @@ def collect_rollout(envs, policy: PolicyFn, value_fn: Callable[[torch.Tensor], t
     actions = torch.zeros((num_steps, n), dtype=torch.long)
     logprobs, values, rewards = (torch.zeros((num_steps, n)) for _ in range(3))
     terminated, truncated, valid = (torch.zeros((num_steps, n), dtype=torch.bool) for _ in range(3))
+    env_seconds = inference_seconds = 0.0
     for t in range(num_steps):
+        started = time.perf_counter()
         obs_buf[t] = torch.as_tensor(next_obs)
         valid[t] = torch.as_tensor(~autoreset)
         with torch.no_grad():
             action, logprob, value = policy(obs_buf[t])
         actions[t], logprobs[t], values[t] = action, logprob, value
-        next_obs, reward, term, trunc, _ = envs.step(action.cpu().numpy())
+        stepped = time.perf_counter()
+        next_obs, reward, term, trunc, _ = envs.step(action.numpy())
+        env_seconds += time.perf_counter() - stepped
+        inference_seconds += stepped - started
         rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
         terminated[t], truncated[t] = torch.as_tensor(term), torch.as_tensor(trunc)
         if tracker is not None:
-            for episode in tracker.step(np.asarray(reward), term | trunc, ~autoreset):
+            for _, episode in tracker.step(np.asarray(reward), term | trunc, ~autoreset):
                 if on_episode:
                     on_episode(step_offset + (t + 1) * n, episode)
         autoreset = term | trunc
+    started = time.perf_counter()
     with torch.no_grad():
         next_value = value_fn(torch.as_tensor(next_obs))
-    return (Rollout(obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid, next_value),
-            next_obs, autoreset)
+    inference_seconds += time.perf_counter() - started
+    return (Rollout(obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid, next_value,
+                    {"env": env_seconds, "inference": inference_seconds}), next_obs, autoreset)
 
 
 def compute_gae(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,75 +319,128 @@ def compute_gae(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[torc
 
 
 # --- the update -----------------------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """A rollout's valid transitions, flattened, with their advantages and returns."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+def minibatch_loss(agent: ActorCritic, batch: Batch, mb: torch.Tensor, advantages: torch.Tensor, cfg: PPOConfig,
+                   weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """PPO's loss on the transitions `mb` of `batch` (with their already normalised `advantages`), backpropagated
+    with `weight` (the share of the minibatch these transitions are); returns its terms, detached."""
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(batch.obs[mb], batch.actions[mb])
+    logratio = newlogprob - batch.logprobs[mb]
+    ratio = logratio.exp()
+    pg_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+    returns, values = batch.returns[mb], batch.values[mb]
+    if cfg.clip_vloss:
+        v_unclipped = (newvalue - returns) ** 2
+        v_clipped = values + (newvalue - values).clamp(-cfg.clip_coef, cfg.clip_coef)
+        v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
+    entropy_loss = entropy.mean()
+    loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
+    (loss * weight).backward()
+    with torch.no_grad():
+        return {"pg_loss": pg_loss.detach(), "v_loss": v_loss.detach(), "entropy": entropy_loss.detach(),
+                "old_approx_kl": (-logratio).mean(), "approx_kl": ((ratio - 1) - logratio).mean(),
+                "clipfrac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()}
+
+
 def ppo_update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: torch.Tensor,
-               returns: torch.Tensor, cfg: PPOConfig, device: torch.device) -> dict[str, float]:
-    """`update_epochs` passes of clipped-objective minibatch steps over the rollout's valid transitions."""
+               returns: torch.Tensor, cfg: PPOConfig, device: torch.device, pool: ThreadPoolExecutor | None = None
+               ) -> dict[str, float]:
+    """`update_epochs` passes of clipped-objective minibatch steps over the rollout's valid transitions. With a
+    thread `pool`, each minibatch is split between its threads, whose gradients add up to the minibatch's (the
+    same update, computed in parallel)."""
     keep = rollout.valid.reshape(-1)
-    b_obs = rollout.obs.reshape(-1, *rollout.obs.shape[2:])[keep].to(device)
-    b_actions = rollout.actions.reshape(-1)[keep].to(device)
-    b_logprobs = rollout.logprobs.reshape(-1)[keep].to(device)
-    b_values = rollout.values.reshape(-1)[keep].to(device)
-    b_advantages = advantages.reshape(-1)[keep].to(device)
-    b_returns = returns.reshape(-1)[keep].to(device)
-    batch = len(b_actions)
-    minibatch = max(1, -(-batch // cfg.num_minibatches))
-    clipfracs, approx_kl, old_approx_kl = [], torch.zeros(()), torch.zeros(())
+    flat = lambda x: x.reshape(-1, *x.shape[2:])[keep].to(device)
+    batch = Batch(flat(rollout.obs), flat(rollout.actions), flat(rollout.logprobs), flat(rollout.values),
+                  flat(advantages), flat(returns))
+    size = len(batch.actions)
+    minibatch = max(1, -(-size // cfg.num_minibatches))
+    clipfracs, terms = [], {}
     for _ in range(cfg.update_epochs):
-        order = torch.randperm(batch, device=device)
-        for start in range(0, batch, minibatch):
+        order = torch.randperm(size, device=device)
+        for start in range(0, size, minibatch):
             mb = order[start:start + minibatch]
-            _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions[mb])
-            logratio = newlogprob - b_logprobs[mb]
-            ratio = logratio.exp()
-            with torch.no_grad():
-                old_approx_kl = (-logratio).mean()
-                approx_kl = ((ratio - 1) - logratio).mean()
-                clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
-            mb_adv = b_advantages[mb]
+            mb_adv = batch.advantages[mb]
             if cfg.norm_adv and len(mb) > 1:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-            if cfg.clip_vloss:
-                v_unclipped = (newvalue - b_returns[mb]) ** 2
-                v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
-                v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
-            else:
-                v_loss = 0.5 * ((newvalue - b_returns[mb]) ** 2).mean()
-            entropy_loss = entropy.mean()
-            loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
             optimizer.zero_grad()
-            loss.backward()
+            if pool is None or len(mb) < 2 * cfg.workers:
+                terms = minibatch_loss(agent, batch, mb, mb_adv, cfg)
+            else:
+                parts = zip(mb.chunk(cfg.workers), mb_adv.chunk(cfg.workers), [len(mb)] * cfg.workers)
+                found = list(pool.map(lambda part: (len(part[0]), minibatch_loss(
+                    agent, batch, part[0], part[1], cfg, len(part[0]) / part[2])), parts))
+                terms = {k: sum(n * t[k] for n, t in found) / len(mb) for k in found[0][1]}
+            clipfracs.append(float(terms["clipfrac"]))
             nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
             optimizer.step()
-        if cfg.target_kl and approx_kl > cfg.target_kl:
+        if cfg.target_kl and terms["approx_kl"] > cfg.target_kl:
             break
-    var_y = b_returns.var()
-    explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
-    return {"losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-            "losses/entropy": entropy_loss.item(), "losses/approx_kl": float(approx_kl),
-            "losses/old_approx_kl": float(old_approx_kl), "losses/clipfrac": float(np.mean(clipfracs)),
+    var_y = batch.returns.var()
+    explained_var = float("nan") if var_y == 0 else float(1 - (batch.returns - batch.values).var() / var_y)
+    return {"losses/policy_loss": float(terms["pg_loss"]), "losses/value_loss": float(terms["v_loss"]),
+            "losses/entropy": float(terms["entropy"]), "losses/approx_kl": float(terms["approx_kl"]),
+            "losses/old_approx_kl": float(terms["old_approx_kl"]), "losses/clipfrac": float(np.mean(clipfracs)),
             "losses/explained_variance": explained_var}
 
 
 METRICS = ["charts/learning_rate", "charts/sps", "losses/policy_loss", "losses/value_loss", "losses/entropy",
-           "losses/approx_kl", "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance"]
+           "losses/approx_kl", "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance",
+           "time/env", "time/inference", "time/update"]
 
 
 # --- training -------------------------------------------------------------------------------------------------------
-def train(cfg: PPOConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(cfg: PPOConfig, run_dir: Path, resume: bool = False, config_name: str | None = None) -> dict[str, Any]:
     """Train for `cfg.total_steps` environment steps in `run_dir` (continuing its last checkpoint with `resume`)."""
     torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)
     config = asdict(cfg)
+    precision, channels_last = compute_settings(config, device)
     batch_size = cfg.num_envs * cfg.num_steps
     num_iterations = max(1, cfg.total_steps // batch_size)
     envs = make_vector_env(cfg.env_id, cfg.num_envs, cfg.seed, cfg.preprocessing, cfg.frame_stack, cfg.env_kwargs,
-                           cfg.vectorization)
+                           cfg.vectorization, cfg.env_threads)
     seed_everything(cfg.seed)
     agent = build_network(config, envs.single_observation_space.shape, int(envs.single_action_space.n)).to(device)
+    if isinstance(agent, CNNActorCritic):
+        agent.set_compute(precision.startswith("bf16"), channels_last)
+        print(f"ppo: {cfg.network} network in {precision}{', channels-last' if channels_last else ''} on {device}, "
+              f"{cfg.workers} worker(s) x {cfg.threads} torch thread(s), {cfg.num_envs} {cfg.vectorization} "
+              f"environments", flush=True)
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
-    checkpoint = start_run(run_dir, ALGO, config, agent, optimizer, resume)
+    try:
+        session = start_run(run_dir, ALGO, config, agent, optimizer, resume, config_name,
+                            defaults=with_defaults({}, PPOConfig))
+    except BaseException:
+        envs.close()
+        raise
+    with session:
+        summary = _train_loop(cfg, run_dir, session, envs, agent, optimizer, device, num_iterations, config)
+    return summary
+
+
+def _train_loop(cfg: PPOConfig, run_dir: Path, session, envs, agent: ActorCritic, optimizer, device: torch.device,
+                num_iterations: int, config: dict[str, Any]) -> dict[str, Any]:
+    checkpoint = session.checkpoint
+    batch_size = cfg.num_envs * cfg.num_steps
     iteration = checkpoint["iteration"] if checkpoint else 0
     global_step = checkpoint["global_step"] if checkpoint else 0
     log = RunLogger(run_dir, METRICS, resume_step=global_step if checkpoint else None,
@@ -326,15 +450,21 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
 
     best = BestCheckpoint(run_dir, best=checkpoint.get("best_mean_return", -np.inf) if checkpoint else -np.inf)
     recent: list[float] = list(checkpoint.get("recent_returns", [])) if checkpoint else []
+    sps = 0.0
 
     def state() -> dict[str, Any]:
         return {"algo": ALGO, "config": config, "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
                 "global_step": global_step, "iteration": iteration, "episodes": log.episode_count,
                 "wall_time": log.wall_time(), "rng": rng_states(), "best_mean_return": best.best,
-                "recent_returns": recent[-best.window:]}
+                "recent_returns": recent[-100:]}
+
+    def results() -> dict[str, float]:
+        return {"train/mean_return_last100": float(np.mean(recent[-100:])) if recent else float("nan"),
+                "train/episodes": log.episode_count, "train/steps_per_second": sps}
 
     def write_checkpoint() -> None:
         save_checkpoint(state(), last_checkpoint(run_dir))
+        session.progress(results(), global_step, log.wall_time())
 
     # A resumed run starts fresh episodes (an environment's state is not saved), with seeds that depend on where
     # it resumes, so that it does not replay the episodes it already saw.
@@ -353,30 +483,40 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
     def value_fn(obs: torch.Tensor) -> torch.Tensor:
         return agent.get_value(obs.to(device)).cpu()
 
+    pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="ppo-update") if cfg.workers > 1 else None
     start_step, start_time = global_step, time.perf_counter()
-    while iteration < num_iterations and not (cfg.time_limit and log.wall_time() >= cfg.time_limit):
-        lr = cfg.learning_rate * (1.0 - iteration / num_iterations) if cfg.anneal_lr else cfg.learning_rate
-        optimizer.param_groups[0]["lr"] = lr
-        rollout, next_obs, autoreset = collect_rollout(envs, policy, value_fn, next_obs, autoreset, cfg.num_steps,
-                                                       tracker, on_episode, step_offset=global_step)
-        global_step += batch_size
-        iteration += 1
-        advantages, returns = compute_gae(rollout, cfg.gamma, cfg.gae_lambda)
-        metrics = ppo_update(agent, optimizer, rollout, advantages, returns, cfg, device)
-        sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-        log.update(global_step, **{"charts/learning_rate": lr, "charts/sps": sps, **metrics})
-        best.update(recent, state)
-        if iteration % cfg.checkpoint_every == 0:
-            write_checkpoint()
-        if cfg.snapshot_every and iteration % cfg.snapshot_every == 0:
-            save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))
-        if iteration % 10 == 0 or iteration == num_iterations:
-            shown = f"{np.mean(recent[-20:]):.1f}" if recent else "-"
-            print(f"update {iteration}/{num_iterations}  step {global_step}  mean return (last 20) {shown}  "
-                  f"entropy {metrics['losses/entropy']:.3f}  {sps:.0f} steps/s", flush=True)
-    write_checkpoint()
-    envs.close()
-    log.close()
+    try:
+        while iteration < num_iterations and not (cfg.time_limit and log.wall_time() >= cfg.time_limit):
+            lr = cfg.learning_rate * (1.0 - iteration / num_iterations) if cfg.anneal_lr else cfg.learning_rate
+            optimizer.param_groups[0]["lr"] = lr
+            rollout, next_obs, autoreset = collect_rollout(envs, policy, value_fn, next_obs, autoreset,
+                                                           cfg.num_steps, tracker, on_episode, step_offset=global_step)
+            global_step += batch_size
+            iteration += 1
+            started = time.perf_counter()
+            advantages, returns = compute_gae(rollout, cfg.gamma, cfg.gae_lambda)
+            metrics = ppo_update(agent, optimizer, rollout, advantages, returns, cfg, device, pool)
+            update_seconds = time.perf_counter() - started
+            sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
+            log.update(global_step, **{"charts/learning_rate": lr, "charts/sps": sps, **metrics,
+                                       "time/env": rollout.seconds["env"],
+                                       "time/inference": rollout.seconds["inference"], "time/update": update_seconds})
+            best.update(recent, state)
+            if iteration % cfg.checkpoint_every == 0:
+                write_checkpoint()
+            if cfg.snapshot_every and iteration % cfg.snapshot_every == 0:
+                save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))
+            if iteration % 10 == 0 or iteration == num_iterations:
+                shown = f"{np.mean(recent[-20:]):.1f}" if recent else "-"
+                print(f"update {iteration}/{num_iterations}  step {global_step}  mean return (last 20) {shown}  "
+                      f"entropy {metrics['losses/entropy']:.3f}  {sps:.0f} steps/s", flush=True)
+        save_checkpoint(state(), last_checkpoint(run_dir))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        envs.close()
+        log.close()
+    session.finish(results(), global_step, log.wall_time())
     title = f"PPO on {cfg.env_id}"
     plot_learning_curve(run_dir, title)
     if "pong" in cfg.env_id.lower():

@@ -22,9 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from i2dl.checkpoints import rng_states, seed_everything
 from i2dl.rl.envs import make_env
-from i2dl.rl.runs import (BestCheckpoint, RunLogger, last_checkpoint, plot_learning_curve, plot_win_percentage,
-                          rng_states, run_episodes, save_checkpoint, seed_everything, snapshot_checkpoint, start_run)
+from i2dl.rl.evaluate import run_episodes
+from i2dl.rl.figures import plot_learning_curve, plot_win_percentage
+from i2dl.rl.logs import RunLogger
+from i2dl.rl.runs import BestCheckpoint, last_checkpoint, save_checkpoint, snapshot_checkpoint, start_run, with_defaults
 
 ALGO = "reinforce"
 EVAL_SEED = 20_000
@@ -81,7 +84,7 @@ class ReinforceConfig:
 class Policy(nn.Module):
     """Logits over actions; `act` samples (training, the lab's `choose_action`) or takes the arg-max."""
 
-    def keras_init(self) -> "Policy":
+    def keras_init(self) -> Policy:
         """Keras' default initialisation, as the lab's TensorFlow models have: Glorot-uniform weights, zero biases."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -178,7 +181,8 @@ def play_episode(env, policy: Policy, seed: int, device: torch.device) -> dict[s
 
 
 # --- training -------------------------------------------------------------------------------------------------------
-def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False, config_name: str | None = None
+          ) -> dict[str, Any]:
     """Train for `cfg.episodes` episodes in `run_dir` (continuing its last checkpoint with `resume`)."""
     torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
@@ -189,7 +193,24 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
     seed_everything(cfg.seed)
     policy = build_network(config, env.observation_space.shape, int(env.action_space.n)).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
-    checkpoint = start_run(run_dir, ALGO, config, policy, optimizer, resume)
+    try:
+        session = start_run(run_dir, ALGO, config, policy, optimizer, resume, config_name,
+                            defaults=with_defaults({}, ReinforceConfig))
+        with session:
+            summary = _train_loop(cfg, run_dir, session, env, eval_env, policy, optimizer, device, config)
+    finally:
+        env.close()
+        if eval_env is not None:
+            eval_env.close()
+    plot_learning_curve(run_dir, f"REINFORCE on {cfg.env_id}")
+    if "pong" in cfg.env_id.lower():
+        plot_win_percentage(run_dir, f"REINFORCE on {cfg.env_id}: points won per game")
+    return summary
+
+
+def _train_loop(cfg: ReinforceConfig, run_dir: Path, session, env, eval_env, policy: Policy, optimizer,
+                device: torch.device, config: dict[str, Any]) -> dict[str, Any]:
+    checkpoint = session.checkpoint
     returns: list[float] = list(checkpoint.get("recent_returns", [])) if checkpoint else []
     episode = checkpoint["episode"] if checkpoint else 0
     global_step = checkpoint["global_step"] if checkpoint else 0
@@ -197,57 +218,63 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False) -> dict[str
     log = RunLogger(run_dir, metrics, resume_step=global_step if checkpoint else None,
                     wall_time_before=checkpoint["wall_time"] if checkpoint else 0.0, tensorboard=cfg.tensorboard)
     log.episode_count = episode
-
     best = BestCheckpoint(run_dir, best=checkpoint.get("best_mean_return", -np.inf) if checkpoint else -np.inf)
+    sps = 0.0
 
     def state() -> dict[str, Any]:
         return {"algo": ALGO, "config": config, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
                 "global_step": global_step, "episode": episode, "wall_time": log.wall_time(), "rng": rng_states(),
-                "best_mean_return": best.best, "recent_returns": returns[-best.window:]}
+                "best_mean_return": best.best, "recent_returns": returns[-100:]}
+
+    def results() -> dict[str, float]:
+        found = {"train/mean_return_last100": float(np.mean(returns[-100:])) if returns else float("nan"),
+                 "train/episodes": episode, "train/steps_per_second": sps}
+        if cfg.eval_every and np.isfinite(best.best):
+            found["eval/best_greedy_return"] = best.best
+        return found
 
     def write_checkpoint() -> None:
         save_checkpoint(state(), last_checkpoint(run_dir))
+        session.progress(results(), global_step, log.wall_time())
 
     start_step, start_time = global_step, time.perf_counter()
-    while episode < cfg.episodes and not (cfg.time_limit and log.wall_time() >= cfg.time_limit):
-        memory = play_episode(env, policy, cfg.seed + episode, device)
-        rewards = memory["rewards"]
-        global_step += len(rewards)
-        episode += 1
-        log.episode(global_step, float(rewards.sum()), len(rewards), int((rewards > 0).sum()), int((rewards < 0).sum()))
-        returns.append(float(rewards.sum()))
+    try:
+        while episode < cfg.episodes and not (cfg.time_limit and log.wall_time() >= cfg.time_limit):
+            memory = play_episode(env, policy, cfg.seed + episode, device)
+            rewards = memory["rewards"]
+            global_step += len(rewards)
+            episode += 1
+            log.episode(global_step, float(rewards.sum()), len(rewards), int((rewards > 0).sum()),
+                        int((rewards < 0).sum()))
+            returns.append(float(rewards.sum()))
 
-        discounted = discount_rewards(rewards, cfg.gamma, cfg.reset_at_point, cfg.normalize_returns)
-        logits = policy(torch.as_tensor(memory["observations"], device=device))
-        loss = reinforce_loss(logits, torch.as_tensor(memory["actions"], device=device),
-                              torch.as_tensor(discounted, device=device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+            discounted = discount_rewards(rewards, cfg.gamma, cfg.reset_at_point, cfg.normalize_returns)
+            logits = policy(torch.as_tensor(memory["observations"], device=device))
+            loss = reinforce_loss(logits, torch.as_tensor(memory["actions"], device=device),
+                                  torch.as_tensor(discounted, device=device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
 
-        sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-        log.update(global_step, loss=loss.item(), sps=sps)
-        if not cfg.eval_every:
-            best.update(returns, state)
-        elif episode % cfg.eval_every == 0:
-            greedy = run_episodes(policy.eval(), eval_env, cfg.eval_episodes, EVAL_SEED, greedy=True)
-            policy.train()
-            log.update(global_step, **{"eval/greedy_return": float(np.mean(greedy))})
-            best.consider(float(np.mean(greedy)), state)
-        if episode % cfg.checkpoint_every == 0:
-            write_checkpoint()
-        if cfg.snapshot_every and episode % cfg.snapshot_every == 0:
-            save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))
-        if episode % 10 == 0 or episode == cfg.episodes:
-            print(f"episode {episode}/{cfg.episodes}  step {global_step}  return {returns[-1]:.1f}  "
-                  f"mean(last 10) {np.mean(returns[-10:]):.1f}  {sps:.0f} steps/s", flush=True)
-    write_checkpoint()
-    env.close()
-    if eval_env is not None:
-        eval_env.close()
-    log.close()
-    plot_learning_curve(run_dir, f"REINFORCE on {cfg.env_id}")
-    if "pong" in cfg.env_id.lower():
-        plot_win_percentage(run_dir, f"REINFORCE on {cfg.env_id}: points won per game")
+            sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
+            log.update(global_step, loss=loss.item(), sps=sps)
+            if not cfg.eval_every:
+                best.update(returns, state)
+            elif episode % cfg.eval_every == 0:
+                greedy = run_episodes(policy.eval(), eval_env, cfg.eval_episodes, EVAL_SEED, greedy=True)
+                policy.train()
+                log.update(global_step, **{"eval/greedy_return": float(np.mean(greedy))})
+                best.consider(float(np.mean(greedy)), state)
+            if episode % cfg.checkpoint_every == 0:
+                write_checkpoint()
+            if cfg.snapshot_every and episode % cfg.snapshot_every == 0:
+                save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))
+            if episode % 10 == 0 or episode == cfg.episodes:
+                print(f"episode {episode}/{cfg.episodes}  step {global_step}  return {returns[-1]:.1f}  "
+                      f"mean(last 10) {np.mean(returns[-10:]):.1f}  {sps:.0f} steps/s", flush=True)
+        save_checkpoint(state(), last_checkpoint(run_dir))
+    finally:
+        log.close()
+    session.finish(results(), global_step, log.wall_time())
     return {"global_step": global_step, "episodes": episode, "wall_time": log.wall_time(),
             "recent_returns": returns[-10:]}
