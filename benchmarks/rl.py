@@ -23,8 +23,8 @@ Run niced on a shared machine: `nice -n 10 python benchmarks/rl.py cartpole`.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
-import platform
 import shutil
 import sys
 import time
@@ -32,34 +32,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_RUNS = REPO / "runs" / "bench" / "rl"
 
 
 def machine() -> str:
-    return f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    from i2dl.hardware import describe
+
+    return f"{describe()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+
+
+def load() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def load_config(name: str, **overrides):
-    from i2dl.rl.cli import build_config
+    """(algorithm, config) of configs/rl/<name>.yaml with `--key value` overrides, as `i2dl rl train` reads it."""
+    from i2dl.rl.cli import _find_algo, build_config
 
-    values = yaml.safe_load((REPO / "configs" / "rl" / f"{name}.yaml").read_text())
-    algo = values.pop("algo")
-    args = [item for key, value in overrides.items() for item in (f"--{key}", str(value))]
-    return algo, build_config(algo, values, args, name)
+    path = str(REPO / "configs" / "rl" / f"{name}.yaml")
+    args = ["-c", path] + [item for key, value in overrides.items() for item in (f"--{key}", str(value))]
+    algo, _ = _find_algo(args)
+    return algo, build_config(algo, args, name)[0]
 
 
-def evaluate(checkpoint: Path, episodes: int, greedy: bool = True, seed: int = 10_000) -> list[float]:
-    """Returns of `episodes` evaluation episodes of a checkpoint (or a run folder's last.pt)."""
-    from i2dl.rl.cli import load_agent
-    from i2dl.rl.runs import run_episodes
+def evaluate(checkpoint: Path, episodes: int, greedy: bool = True, seed: int = 10_000, sticky: float = 0.0
+             ) -> list[float]:
+    """Scores of `episodes` evaluation games of a checkpoint (or a run folder's last.pt)."""
+    from i2dl.rl.evaluate import evaluate_agent, load_agent
 
-    network, env, _ = load_agent(str(checkpoint))
-    returns = run_episodes(network, env, episodes, seed, greedy=greedy)
-    env.close()
-    return returns
+    return evaluate_agent(load_agent(checkpoint), episodes, seed, greedy, sticky)
 
 
 def first_step_reaching(run_dir: Path, value: float) -> int | None:
@@ -73,7 +76,7 @@ def first_step_reaching(run_dir: Path, value: float) -> int | None:
 def cartpole(args) -> None:
     from i2dl.rl import ppo, reinforce
 
-    runs = [(f"reinforce_cartpole", reinforce, {"episodes": n}, "eval mean >= 475") for n in args.reinforce_episodes
+    runs = [("reinforce_cartpole", reinforce, {"episodes": n}, "eval mean >= 475") for n in args.reinforce_episodes
             if "reinforce" in args.algos]
     if "ppo" in args.algos:
         runs.append(("ppo_cartpole", ppo, {}, "500 within 100k steps, <= 120 s"))
@@ -109,52 +112,172 @@ def cartpole(args) -> None:
         print("| " + " | ".join(str(v) for v in row) + " |")
 
 
-def steps_per_second(envs, seconds: float, vector: bool) -> float:
+def steps_per_second(step, seconds: float) -> float:
+    """Calls of `step()` (each returning the agent steps it made) per second, over about `seconds`."""
+    step()  # warm-up
     steps, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        if vector:
-            envs.step(envs.action_space.sample())
-            steps += envs.num_envs
-        else:
-            _, _, terminated, truncated, _ = envs.step(envs.action_space.sample())
-            steps += 1
-            if terminated or truncated:
-                envs.reset()
+        steps += step()
     return steps / (time.perf_counter() - started)
 
 
-def pong_throughput(args) -> None:
-    from i2dl.rl import ppo
-    from i2dl.rl.envs import make_env, make_vector_env
+def env_part(vectorization: str, num_envs: int, threads: int, seconds: float) -> float:
+    from i2dl.rl.envs import make_vector_env
 
-    lab_kwargs = {"frameskip": 5, "repeat_action_probability": 0.0}
-    rows = []
-    env = make_env("ALE/Pong-v5", 0, "none", env_kwargs=lab_kwargs)
-    env.reset(seed=0)
-    rows.append(("raw frames (210x160x3), frameskip 5", "1 env", steps_per_second(env, args.seconds, False)))
-    env = make_env("ALE/Pong-v5", 0, "lab", env_kwargs=lab_kwargs)
-    env.reset(seed=0)
-    rows.append(("lab preprocessing (80x80 difference), frameskip 5", "1 env",
-                 steps_per_second(env, args.seconds, False)))
-    for vectorization in ("sync", "async"):
-        envs = make_vector_env("ALE/Pong-v5", 8, 0, "atari", vectorization=vectorization)
-        envs.reset(seed=0)
-        rows.append(("Atari preprocessing (4x84x84), frameskip 4", f"8 envs, {vectorization}",
-                     steps_per_second(envs, args.seconds, True)))
+    kwargs = {"frameskip": 1, "repeat_action_probability": 0.0} if vectorization != "ale" else {}
+    envs = make_vector_env("ALE/Pong-v5", num_envs, 0, "atari", 4, kwargs, vectorization, threads)
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+
+    def step() -> int:
+        envs.step(rng.integers(0, 6, num_envs))
+        return num_envs
+
+    try:
+        return steps_per_second(step, seconds)
+    finally:
         envs.close()
-    _, cfg = load_config("ppo_pong", total_steps=args.train_updates * 1024, tensorboard="false", checkpoint_every=100)
-    run_dir = BENCH_RUNS / "ppo_pong_throughput"
+
+
+def pong_frames(num_steps: int, num_envs: int) -> torch.Tensor:
+    """Real Pong observations (random play) as a (num_steps, num_envs, 4, 84, 84) uint8 tensor."""
+    from i2dl.rl.envs import make_vector_env
+
+    envs = make_vector_env("ALE/Pong-v5", num_envs, 0, "atari", 4, {}, "ale", 2)
+    obs, _ = envs.reset(seed=0)
+    frames = []
+    for _ in range(num_steps):
+        frames.append(torch.from_numpy(obs.copy()))
+        obs, *_ = envs.step(np.random.default_rng(len(frames)).integers(0, 6, num_envs))
+    envs.close()
+    return torch.stack(frames)
+
+
+def make_agent(network: str, precision: str):
+    from i2dl.rl.ppo import CNNActorCritic, build_network
+
+    agent = build_network({"network": network}, (4, 84, 84), 6)
+    assert isinstance(agent, CNNActorCritic)
+    bf16 = precision == "bf16-mixed"
+    return agent.set_compute(bf16, channels_last=bf16)
+
+
+def inference_part(frames: torch.Tensor, network: str, precision: str, seconds: float) -> float:
+    agent = make_agent(network, precision)
+    batches = itertools.cycle(frames)
+
+    def step() -> int:
+        with torch.no_grad():
+            obs = next(batches)
+            agent.get_action_and_value(obs)
+        return len(obs)
+
+    return steps_per_second(step, seconds)
+
+
+def update_part(frames: torch.Tensor, network: str, precision: str, workers: int, threads: int,
+                updates: int) -> float:
+    """Agent steps/s of PPO's update alone (4 epochs x 4 minibatches over a rollout of `frames`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from i2dl.rl.ppo import Rollout, compute_gae, ppo_update
+
+    steps, n = frames.shape[:2]
+    torch.manual_seed(0)
+    rollout = Rollout(frames, torch.randint(0, 6, (steps, n)), torch.full((steps, n), -1.79), torch.zeros(steps, n),
+                      (torch.rand(steps, n) < 0.02).float(), torch.zeros(steps, n, dtype=torch.bool),
+                      torch.zeros(steps, n, dtype=torch.bool), torch.ones(steps, n, dtype=torch.bool), torch.zeros(n))
+    advantages, returns = compute_gae(rollout, 0.99, 0.95)
+    _, cfg = load_config("ppo_pong", workers=workers, threads=threads)
+    agent = make_agent(network, precision)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5)
+    torch.set_num_threads(threads)
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        ppo_update(agent, optimizer, rollout, advantages, returns, cfg, torch.device("cpu"), pool)  # warm-up
+        started = time.perf_counter()
+        for _ in range(updates):
+            ppo_update(agent, optimizer, rollout, advantages, returns, cfg, torch.device("cpu"), pool)
+        return updates * steps * n / (time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(1)
+        if pool is not None:
+            pool.shutdown()
+
+
+def loop_part(name: str, updates: int, **overrides) -> dict:
+    """A short PPO training (the first update not timed): agent steps/s and seconds per part per 1,000 steps."""
+    import csv
+
+    from i2dl.rl import ppo
+
+    _, cfg = load_config("ppo_pong", tensorboard="false", checkpoint_every=1000, snapshot_every=0, **overrides)
+    cfg.total_steps = (updates + 1) * cfg.num_envs * cfg.num_steps
+    run_dir = BENCH_RUNS / f"throughput_{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    started = time.perf_counter()
-    summary = ppo.train(cfg, run_dir)
-    rows.append((f"PPO training (configs/rl/ppo_pong.yaml, {args.train_updates} updates)", "8 envs, sync",
-                 summary["global_step"] / (time.perf_counter() - started)))
-    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"\n{machine()}, torch threads {torch.get_num_threads()}, load average while measuring {load}\n")
-    print("| what | envs | agent steps/s |")
-    print("|---|---|---|")
-    for what, envs_, sps in rows:
-        print(f"| {what} | {envs_} | {sps:.0f} |")
+    ppo.train(cfg, run_dir)
+    torch.set_num_threads(1)
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        first, *rows = list(csv.DictReader(fh))
+    steps = int(rows[-1]["step"]) - int(first["step"])
+    wall = float(rows[-1]["wall_time"]) - float(first["wall_time"])
+    parts = {k: sum(float(r[f"time/{k}"]) for r in rows) for k in ("env", "inference", "update")}
+    return {"sps": steps / wall, **{k: 1000 * v / steps for k, v in parts.items()},
+            "other": 1000 * (wall - sum(parts.values())) / steps}  # milliseconds per agent step
+
+
+# The loop of docs/benchmarks.md before issue 15: gymnasium's sync vector env with AtariPreprocessing, 8 envs x 128
+# steps, the Nature-DQN network in float32 with torch's own 2 threads.
+REFERENCE_LOOP = {"vectorization": "sync", "env_kwargs": "{frameskip: 1, repeat_action_probability: 0.0}",
+                  "num_envs": 8, "num_steps": 128, "threads": 2, "workers": 1, "precision": "32-true",
+                  "channels_last": "false"}
+
+
+def pong_throughput(args) -> None:
+    """Agent steps per second of each part of PPO on Pong (environment, inference, update) and of the whole loop,
+    each beside its reference measured in the same run."""
+    print(f"{machine()}\nload average at the start: {load()}\n", flush=True)
+    torch.set_num_threads(1)
+    rows = []
+
+    def row(part: str, setting: str, sps: float, reference: float | None) -> None:
+        ratio = "1.00 (reference)" if reference is None else f"{sps / reference:.2f}"
+        rows.append((part, setting, sps, ratio, load().split()[0]))
+        print(f"| {part} | {setting} | {sps:,.0f} | {ratio} | {rows[-1][-1]} |", flush=True)
+
+    print("| part | setting | agent steps/s | ratio | load (1 min) |\n|---|---|---|---|---|")
+    seconds = args.seconds
+    ref = env_part("sync", 8, 1, seconds)
+    row("environment", "gymnasium sync, AtariPreprocessing, 8 envs", ref, None)
+    for threads in (1, 2):
+        row("environment", f"ale-py vector env, 16 envs, {threads} thread(s)", env_part("ale", 16, threads, seconds),
+            ref)
+    frames = pong_frames(64, 16)
+    ref = inference_part(frames, "cnn", "32-true", seconds)
+    row("inference", "cnn float32, batch 16, 1 thread", ref, None)
+    for network in ("cnn", "cnn_small"):
+        row("inference", f"{network} bf16 + channels-last, batch 16, 1 thread",
+            inference_part(frames, network, "bf16-mixed", seconds), ref)
+    ref = update_part(frames, "cnn", "32-true", 1, 2, args.updates)
+    row("update", "cnn float32, torch 2 threads (4 epochs x 4 minibatches of 256)", ref, None)
+    for network, workers, threads in (("cnn", 1, 1), ("cnn", 1, 2), ("cnn", 2, 1), ("cnn_small", 2, 1)):
+        row("update", f"{network} bf16 + channels-last, {workers} worker(s) x {threads} thread(s)",
+            update_part(frames, network, "bf16-mixed", workers, threads, args.updates), ref)
+
+    loops = [("reference", "gymnasium sync 8 envs x 128, cnn float32, torch 2 threads", REFERENCE_LOOP),
+             ("ppo_pong", "configs/rl/ppo_pong.yaml", {}),
+             ("ppo_pong_small", "configs/rl/ppo_pong.yaml --network cnn_small", {"network": "cnn_small"})]
+    results = []
+    for name, label, overrides in loops:
+        found = loop_part(name, args.train_updates, **overrides)
+        results.append((label, found, load().split()[0]))
+        print(f"whole loop {label}: {found['sps']:.0f} agent steps/s (load {results[-1][-1]})", flush=True)
+    reference = results[0][1]["sps"]
+    print(f"\nload average at the end: {load()}\n\n| whole loop | agent steps/s | ratio | ms per agent step: "
+          f"env / inference / update / other | load (1 min) |\n|---|---|---|---|---|")
+    for label, found, at in results:
+        print(f"| {label} | {found['sps']:,.0f} | {found['sps'] / reference:.2f} | {found['env']:.2f} / "
+              f"{found['inference']:.2f} / {found['update']:.2f} / {found['other']:.2f} | {at} |")
 
 
 def frames_per_step(config: dict) -> int:
@@ -164,15 +287,15 @@ def frames_per_step(config: dict) -> int:
     return ATARI_FRAME_SKIP if config["preprocessing"] == "atari" else int(config["env_kwargs"].get("frameskip", 1))
 
 
-def _evaluate_job(job: tuple[str, int, bool]) -> list[float]:
+def _evaluate_job(job: tuple[str, int, bool, float]) -> list[float]:
     torch.set_num_threads(1)
-    path, games, greedy = job
-    return evaluate(Path(path), games, greedy=greedy)
+    path, games, greedy, sticky = job
+    return evaluate(Path(path), games, greedy=greedy, sticky=sticky)
 
 
-def evaluate_many(paths: list[Path], games: int, greedy: bool, jobs: int) -> list[np.ndarray]:
-    """`games` evaluation games of each checkpoint, `jobs` checkpoints at a time (one process per CPU core)."""
-    work = [(str(path), games, greedy) for path in paths]
+def evaluate_many(jobs_: list[tuple[Path, bool, float]], games: int, jobs: int) -> list[np.ndarray]:
+    """`games` evaluation games for each (checkpoint, greedy, sticky), `jobs` at a time (one process per core)."""
+    work = [(str(path), games, greedy, sticky) for path, greedy, sticky in jobs_]
     if jobs <= 1 or len(work) <= 1:
         return [np.array(_evaluate_job(job)) for job in work]
     import multiprocessing
@@ -186,24 +309,32 @@ def describe(scores: np.ndarray) -> str:
 
 
 def pong_report(args) -> None:
-    """For each run: its training games in chunks (score against steps and wall time), optionally the greedy score of
-    every kept snapshot, and one summary row per run for comparing algorithms at the same budget."""
-    from i2dl.rl.runs import load_checkpoint, read_episodes
+    """For each run: its training games in chunks (score against steps and wall time), the greedy score of every
+    kept snapshot (--snapshots), its checkpoint under both evaluation protocols with greedy and sampled actions, one
+    summary row per run, and one figure of every run's score against agent steps and wall time."""
+    from i2dl.rl.evaluate import PROTOCOLS
+    from i2dl.rl.figures import plot_score_comparison
+    from i2dl.rl.logs import read_episodes
+    from i2dl.rl.runs import load_checkpoint
 
-    summary = []
+    print(f"{machine()}; load average at the start: {load()}")
+    summary, curves, points = [], [], {}
     for run_dir in map(Path, args.run_dir):
         episodes = read_episodes(run_dir)
-        checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        checkpoint_path = run_dir / "checkpoints" / f"{args.checkpoint}.pt"
+        checkpoint = load_checkpoint(checkpoint_path)
         skip = frames_per_step(checkpoint["config"])
+        label = f"{checkpoint['algo']} ({run_dir.name})"
+        curves.append((label, run_dir))
         print(f"\n{run_dir}: {checkpoint['algo']}, {checkpoint['global_step']:,} agent steps ({skip} frames each), "
-              f"{checkpoint['wall_time'] / 60:.0f} min of training at the last checkpoint, {len(episodes['step'])} "
-              f"games")
+              f"{checkpoint['wall_time'] / 60:.0f} min of training at {checkpoint_path.name}, {len(episodes['step'])} "
+              f"training games")
         print("\n| games | up to agent step | up to wall time (min) | mean score | points won |")
         print("|---|---|---|---|---|")
         n = len(episodes["step"])
-        points = episodes["points_won"] + episodes["points_lost"]
+        played = episodes["points_won"] + episodes["points_lost"]
         for chunk in np.array_split(np.arange(n), min(args.rows, n)) if n else []:
-            won = episodes["points_won"][chunk].sum() / max(1, points[chunk].sum())
+            won = episodes["points_won"][chunk].sum() / max(1, played[chunk].sum())
             print(f"| {chunk[0] + 1}-{chunk[-1] + 1} | {int(episodes['step'][chunk[-1]]):,} | "
                   f"{episodes['wall_time'][chunk[-1]] / 60:.0f} | {episodes['episode_return'][chunk].mean():.1f} | "
                   f"{100 * won:.0f}% |")
@@ -211,33 +342,45 @@ def pong_report(args) -> None:
         row = {"run": str(run_dir), "algo": checkpoint["algo"], "steps": checkpoint["global_step"],
                "frames": checkpoint["global_step"] * skip, "minutes": checkpoint["wall_time"] / 60, "games": n,
                "train_score": episodes["episode_return"][last].mean() if n else float("nan"),
-               "points_won": 100 * episodes["points_won"][last].sum() / max(1, points[last].sum())}
-        paths = sorted((run_dir / "checkpoints").glob("step_*.pt")) if args.snapshots else []
+               "points_won": 100 * episodes["points_won"][last].sum() / max(1, played[last].sum()),
+               "lost_21_0": int(((episodes["points_won"][last] == 0) & (episodes["points_lost"][last] >= 21)).sum())}
+        paths = sorted((run_dir / "checkpoints").glob("step_*.pt")) if args.snapshots and args.games else []
         if paths:
             started = time.perf_counter()
-            results = evaluate_many(paths, args.games, not args.sampled, args.jobs)
-            print(f"\nsnapshots, {args.games} {'sampled' if args.sampled else 'greedy'} evaluation games each "
-                  f"(seeds 10000, ...), {time.perf_counter() - started:.0f} s:\n")
-            print("| agent steps | wall time (min) | mean score ± sd (games) |")
-            print("|---|---|---|")
+            results = evaluate_many([(path, True, 0.0) for path in paths], args.games, args.jobs)
+            print(f"\nsnapshots, {args.games} greedy evaluation games each without sticky actions (seeds 10000, ...), "
+                  f"{time.perf_counter() - started:.0f} s:\n")
+            print("| agent steps | Atari frames | wall time (min) | mean score ± sd (games) |")
+            print("|---|---|---|---|")
+            points[label] = []
             for path, scores in zip(paths, results):
                 snapshot = load_checkpoint(path)
-                print(f"| {snapshot['global_step']:,} | {snapshot['wall_time'] / 60:.0f} | {describe(scores)} |")
+                points[label].append((snapshot["global_step"], snapshot["wall_time"], scores.mean()))
+                print(f"| {snapshot['global_step']:,} | {snapshot['global_step'] * skip / 1e6:.1f} M | "
+                      f"{snapshot['wall_time'] / 60:.0f} | {describe(scores)} |")
         if args.games:
-            for greedy in (True, False) if args.both else (not args.sampled,):
-                started = time.perf_counter()
-                scores = evaluate_many([run_dir / "checkpoints" / "last.pt"], args.games, greedy, 1)[0]
+            started = time.perf_counter()
+            runs = [(name, sticky, greedy) for name, sticky in PROTOCOLS.items() for greedy in (True, False)]
+            results = evaluate_many([(checkpoint_path, greedy, sticky) for _, sticky, greedy in runs], args.games,
+                                    args.jobs)
+            print(f"\n{checkpoint_path.name}, {args.games} evaluation games per protocol (seeds 10000, ...), "
+                  f"{time.perf_counter() - started:.0f} s:\n")
+            print("| protocol | actions | mean score ± sd (games) |\n|---|---|---|")
+            for (name, sticky, greedy), scores in zip(runs, results):
                 kind = "greedy" if greedy else "sampled"
-                row[kind] = describe(scores)
-                print(f"\nlast checkpoint, {args.games} evaluation games ({kind} actions): mean score "
-                      f"{describe(scores)}, {time.perf_counter() - started:.0f} s")
+                row[f"{kind}, {name}"] = f"{scores.mean():+.1f} ± {scores.std():.1f}"
+                print(f"| {name} | {kind} | {describe(scores)} |")
         summary.append(row)
-    print("\n| run | algorithm | agent steps | Atari frames | training wall time (min) | games | last 100 games: mean "
-          "score | points won | last.pt greedy | last.pt sampled |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    columns = [f"{kind}, {name}" for name in PROTOCOLS for kind in ("greedy", "sampled")]
+    print(f"\n| run | algorithm | agent steps | Atari frames | training wall time (min) | games | last 100 games: mean "
+          f"score | points won | lost 21-0 | {' | '.join(columns)} |")
+    print("|---" * (9 + len(columns)) + "|")
     for r in summary:
         print(f"| {r['run']} | {r['algo']} | {r['steps']:,} | {r['frames']:,} | {r['minutes']:.0f} | {r['games']} | "
-              f"{r['train_score']:.1f} | {r['points_won']:.0f}% | {r.get('greedy', '-')} | {r.get('sampled', '-')} |")
+              f"{r['train_score']:.1f} | {r['points_won']:.0f}% | {r['lost_21_0']} | "
+              + " | ".join(r.get(c, "-") for c in columns) + " |")
+    figure = plot_score_comparison(curves, Path(args.figure), points, "Pong: score against agent steps and wall time")
+    print(f"\nfigure: {figure}; load average at the end: {load()}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,16 +392,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval_episodes", type=int, default=100)
     p.add_argument("--algos", nargs="+", default=["reinforce", "ppo"], choices=["reinforce", "ppo"])
     p = sub.add_parser("pong-throughput")
-    p.add_argument("--seconds", type=float, default=20)
-    p.add_argument("--train_updates", type=int, default=3, help="PPO updates of 1024 steps to time")
+    p.add_argument("--seconds", type=float, default=8, help="seconds to time each environment/inference part")
+    p.add_argument("--updates", type=int, default=2, help="updates to time for each update part")
+    p.add_argument("--train_updates", type=int, default=8, help="PPO updates (of 1,024 agent steps) to time for each "
+                                                                  "whole loop, after one untimed update")
     p = sub.add_parser("pong-report")
     p.add_argument("--run_dir", nargs="+", default=["runs/rl/ppo_pong"], help="one or more Pong run folders")
-    p.add_argument("--games", type=int, default=10, help="evaluation games per checkpoint (0: none)")
-    p.add_argument("--sampled", action="store_true", help="sample actions instead of the greedy (argmax) action")
-    p.add_argument("--both", action="store_true", help="evaluate last.pt with greedy and with sampled actions")
-    p.add_argument("--snapshots", action="store_true", help="also evaluate every checkpoints/step_*.pt")
+    p.add_argument("--checkpoint", default="last", help="the checkpoint of each run to evaluate: last, best, ...")
+    p.add_argument("--games", type=int, default=10, help="evaluation games per checkpoint and protocol (0: none)")
+    p.add_argument("--snapshots", action="store_true", help="also evaluate every checkpoints/step_*.pt (greedy)")
     p.add_argument("--jobs", type=int, default=2, help="evaluation processes (one per core)")
     p.add_argument("--rows", type=int, default=8)
+    p.add_argument("--figure", default=str(BENCH_RUNS / "pong_report.png"), help="where to write the figure")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
