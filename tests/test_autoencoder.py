@@ -321,7 +321,8 @@ def test_notebook_runs_with_tiny_settings(tmp_path, monkeypatch):
 
 def test_every_config_is_covered_by_a_test():
     names = {p.name for p in (REPO / "configs" / "autoencoder").glob("*.yaml")}
-    assert names == {"pretrain_conv.yaml", "pretrain_fc.yaml", "finetune_conv.yaml", "finetune_fc.yaml"}
+    assert names == {"pretrain_conv.yaml", "pretrain_fc.yaml", "finetune_conv.yaml", "finetune_fc.yaml",
+                     "pretrain_contrastive_conv.yaml", "finetune_fixmatch_conv.yaml"}
 
 
 def test_fashion_mnist_uses_the_same_splits():

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import warnings
@@ -201,6 +202,66 @@ class FigureCallback(Callback):
 FigureFactory = Callable[["LabCLI"], list[Callback]]
 
 
+def run_folder_loggers(run_dir: Path) -> list:
+    """TensorBoard and CSV logs in the run folder (a resumed run adds a version to each)."""
+    return [TensorBoardLogger(run_dir, name="tensorboard"), CSVLogger(run_dir, name="csv", flush_logs_every_n_steps=50)]
+
+
+def run_folder_checkpoints(run_dir: Path, monitor: str | None, mode: str, every_n_steps: int) -> list[Callback]:
+    """`checkpoints/best.ckpt` (by `monitor`; the last weights when None) and `checkpoints/last.ckpt`, refreshed
+    every `every_n_steps` optimiser steps too, so a killed run loses little."""
+    return [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                            save_top_k=1, save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last-step", save_last=True, save_top_k=0,
+                            every_n_train_steps=every_n_steps, enable_version_counter=False)]
+
+
+def fit_in_run_folder(run_dir: str | Path, lab: str, config_name: str, module: L.LightningModule,
+                      datamodule: L.LightningDataModule, trainer_args: dict[str, Any], seed: int = 0,
+                      monitor: str | None = None, mode: str = "max", headline: str = "test/acc",
+                      higher_is_better: bool = True, callbacks: list[Callback] = (), test: bool = True,
+                      checkpoint_every_n_steps: int = 200) -> dict[str, float]:
+    """What `i2dl <lab> fit` does, from Python objects: in a locked run folder, fit `module` on `datamodule` with a
+    LabTrainer made of `trainer_args`, test the best checkpoint, write config.yaml and results.json; returns the
+    final metrics."""
+    import yaml
+
+    from i2dl.files import write_text
+
+    run_dir = Path(run_dir)
+    L.seed_everything(seed, verbose=False)
+    run = Run(run_dir, lab, config_name, headline, higher_is_better,
+              extra_versions=("lightning", "torchvision", "torchmetrics"))
+    run.lock()
+    try:
+        config = {"seed_everything": seed, "trainer": dict(trainer_args), "model": dict(module.hparams),
+                  "data": dict(datamodule.hparams)}
+        config = json.loads(json.dumps(config, default=str))  # plain YAML: tuples as lists, paths as strings
+        write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        trainer = LabTrainer(default_root_dir=str(run_dir), logger=run_folder_loggers(run_dir),
+                             plugins=[SafeCheckpointIO()], enable_model_summary=False, log_every_n_steps=50,
+                             callbacks=[*run_folder_checkpoints(run_dir, monitor, mode, checkpoint_every_n_steps),
+                                        *callbacks],
+                             **{"accelerator": "auto", "devices": 1, **trainer_args})
+        run.start(accelerator=trainer.strategy.root_device.type, precision=str(trainer.precision))
+        trainer.fit(module, datamodule=datamodule)
+        run.stop_clock()
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if test:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if "/" in k and v.numel() == 1 and not k.endswith("_step")}
+        run.finish(metrics, steps=trainer.global_step, epochs=trainer.current_epoch)
+    except BaseException as err:
+        run.fail(err if not isinstance(err, KeyboardInterrupt) else "interrupted (Ctrl-C)")
+        raise
+    finally:
+        run.unlock()
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.count("/") == 1 and k.startswith("test"))
+    print(f"{run_dir}: {shown}", flush=True)
+    return metrics
+
+
 class LabCLI(LightningCLI):
     """`i2dl <lab> fit|validate|test` with one folder per run.
 
@@ -261,19 +322,12 @@ class LabCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         kwargs["default_root_dir"] = str(run_dir)
         if trainer_config.get("logger") in (None, True):
-            kwargs["logger"] = [TensorBoardLogger(run_dir, name="tensorboard"),
-                                CSVLogger(run_dir, name="csv", flush_logs_every_n_steps=50)]
+            kwargs["logger"] = run_folder_loggers(run_dir)
         if not trainer_config.get("plugins"):
             kwargs["plugins"] = [SafeCheckpointIO()]
         every = self.config[self.subcommand].checkpoint_every_n_steps
-        self.trainer_defaults["callbacks"] = [
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=self.monitor,
-                            mode=self.mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
-                            enable_version_counter=False),
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last-step", save_last=True, save_top_k=0,
-                            every_n_train_steps=every, enable_version_counter=False),
-            *(self.figures(self) if self.figures else []),
-        ]
+        self.trainer_defaults["callbacks"] = [*run_folder_checkpoints(run_dir, self.monitor, self.mode, every),
+                                              *(self.figures(self) if self.figures else [])]
         return super().instantiate_trainer(**kwargs)
 
     def _run_subcommand(self, subcommand: str) -> None:

@@ -34,6 +34,42 @@ class CleanTargetBatches(InMemoryBatches):
         return (x if generator is None else self.transform(x, generator)), x
 
 
+class WithUnlabeled:
+    """Fine-tuning batches for FixMatch: each labeled batch `(images, labels)` comes with `ratio` times as many
+    unlabeled images (raw, in [0, 1]; their views are made by the module), cycling through the unlabeled set on its
+    own epochs. An epoch is one pass over the labeled batches. Stateful like `InMemoryBatches`, so a run resumed
+    mid-epoch continues with the same labeled and unlabeled batches."""
+
+    def __init__(self, labeled: InMemoryBatches, unlabeled: InMemoryBatches) -> None:
+        self.labeled, self.unlabeled = labeled, unlabeled
+        self._unlabeled_iter = None
+
+    def __len__(self) -> int:
+        return len(self.labeled)
+
+    def _next_unlabeled(self) -> torch.Tensor:
+        if self._unlabeled_iter is not None:
+            batch = next(self._unlabeled_iter, None)
+            if batch is not None:
+                return batch[0]
+        self._unlabeled_iter = iter(self.unlabeled)
+        return next(self._unlabeled_iter)[0]
+
+    def __iter__(self):
+        for x, y in self.labeled:
+            yield x, y, self._next_unlabeled()
+
+    def state_dict(self) -> dict:
+        return {"labeled": self.labeled.state_dict(), "unlabeled": self.unlabeled.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.labeled.load_state_dict(state["labeled"])
+        self.unlabeled.load_state_dict(state["unlabeled"])
+        self._unlabeled_iter = None
+        if self.unlabeled._start:  # continue the unlabeled epoch where it stopped
+            self._unlabeled_iter = iter(self.unlabeled)
+
+
 def split_key(dataset: str, num_labels, val_size: int, seed: int) -> dict:
     """What identifies a split: pseudo-labels are only valid for the split whose unlabeled images they label."""
     return {"dataset": dataset, "num_labels": num_labels, "val_size": val_size, "seed": seed}
@@ -153,6 +189,11 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
             training set in the fine-tuning stage.
         labeled_share: with pseudo-labels, the labeled images are repeated until they are about this share of the
             training set (so each batch still holds the real labels).
+        unlabeled_ratio: FixMatch: every labeled training batch also carries `unlabeled_ratio` times as many
+            unlabeled images (0: labels only).
+        pretrain_on: "unlabeled" (the images left after the labeled and validation sets) or "train" (every one of
+            the training images, labels unused): the same pretraining images for every N and seed, so one
+            pretrained encoder serves a whole sweep.
         unlabeled_limit: use only this many unlabeled images (tests, quick looks); None = all.
         download: fetch missing files from the public mirrors.
     """
@@ -163,7 +204,9 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
                  samples_per_epoch: int = 2000, augment: bool = True, max_rotation: float = 15.0,
                  max_scale: float = 0.15, max_shift: float = 0.12, hflip: bool = False,
                  pretrain_target: Literal["input", "clean"] = "input", pseudo_labels: str | None = None,
-                 labeled_share: float = 0.4, unlabeled_limit: int | None = None, download: bool = True) -> None:
+                 labeled_share: float = 0.4, unlabeled_ratio: int = 0,
+                 pretrain_on: Literal["unlabeled", "train"] = "unlabeled", unlabeled_limit: int | None = None,
+                 download: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         if dataset not in DATASETS:
@@ -177,6 +220,8 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
                             "it needs augment=true")
         if not 0 < labeled_share < 1:
             raise I2DLError(f"labeled_share={labeled_share}: must be between 0 and 1")
+        if unlabeled_ratio < 0:
+            raise I2DLError(f"unlabeled_ratio={unlabeled_ratio}: must not be negative")
         self.classes = list(DATASETS[dataset].classes)
         self.labeled = self.val = self.unlabeled = self.test = self.pseudo = None
 
@@ -205,12 +250,16 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
             self.val = (images[val], labels[val])
             self.unlabeled = (images[unlabeled], torch.full((len(unlabeled),), UNKNOWN_LABEL, dtype=torch.long))
             self.unlabeled_indices = unlabeled  # into the training images: what pseudo-label files refer to
+            pretrain = unlabeled if hp.pretrain_on == "unlabeled" else torch.arange(len(images))
+            if hp.unlabeled_limit is not None:
+                pretrain = pretrain[: hp.unlabeled_limit]
+            self.pretrain = (images[pretrain], torch.full((len(pretrain),), UNKNOWN_LABEL, dtype=torch.long))
         if self.test is None and stage in (None, "test", "predict"):
             self.test = load_split(hp.dataset, "test", hp.data_dir, hp.download)
 
     def train_dataloader(self) -> InMemoryBatches:
         hp = self.hparams
-        images, labels = self.unlabeled if hp.stage == "pretrain" else self.labeled
+        images, labels = self.pretrain if hp.stage == "pretrain" else self.labeled
         if len(images) == 0:
             raise I2DLError(f"no {'unlabeled' if hp.stage == 'pretrain' else 'labeled'} training images are left "
                             f"with num_labels={hp.num_labels}, val_size={hp.val_size}")
@@ -227,5 +276,13 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
         rank, world = self._rank()
         batch_size = min(hp.batch_size, len(images) // world)
         batches = CleanTargetBatches if hp.stage == "pretrain" and hp.pretrain_target == "clean" else InMemoryBatches
-        return batches(images, labels, batch_size=batch_size, shuffle=True, seed=hp.seed, drop_last=True,
-                       transform=transform, rank=rank, world_size=world)
+        loader = batches(images, labels, batch_size=batch_size, shuffle=True, seed=hp.seed, drop_last=True,
+                         transform=transform, rank=rank, world_size=world)
+        if hp.stage == "pretrain" or not hp.unlabeled_ratio:
+            return loader
+        unlabeled = InMemoryBatches(*self.unlabeled, batch_size=batch_size * hp.unlabeled_ratio, shuffle=True,
+                                    seed=hp.seed + 1, drop_last=True, rank=rank, world_size=world)
+        if len(unlabeled) == 0:
+            raise I2DLError(f"unlabeled_ratio={hp.unlabeled_ratio}: fewer than {batch_size * hp.unlabeled_ratio} "
+                            f"unlabeled images are left")
+        return WithUnlabeled(loader, unlabeled)

@@ -108,7 +108,7 @@ class AutoencoderFigures(FigureCallback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self.codes.append(outputs["codes"].detach().float().cpu())
         self.labels.append(outputs["labels"].cpu())
-        if self.examples is None:
+        if self.examples is None and "reconstructions" in outputs:  # a contrastive encoder has no decoder
             n = self.images
             self.examples = (outputs["images"][:n].cpu(), outputs["reconstructions"][:n].detach().float().cpu())
 

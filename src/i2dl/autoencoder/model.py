@@ -110,6 +110,21 @@ class Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+class ContrastiveNet(nn.Module):
+    """An encoder and SimCLR's projection head (latent -> hidden -> ReLU -> projection), whose output the
+    contrastive loss compares; only the encoder is kept for the classifier."""
+
+    def __init__(self, arch: str = "conv", latent_dim: int = 32, width: int | None = None, hidden: int = 128,
+                 projection_dim: int = 64) -> None:
+        super().__init__()
+        self.encoder = build_encoder(arch, latent_dim, width)
+        self.projector = nn.Sequential(nn.Linear(latent_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                       nn.Linear(hidden, projection_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.encoder(x))
+
+
 class Classifier(nn.Module):
     """An encoder (pretrained or fresh) and a small head: latent -> (dropout) hidden (ReLU) -> classes."""
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from i2dl.autoencoder.model import Autoencoder, Classifier, resolved_width
+from i2dl.autoencoder.model import Autoencoder, Classifier, ContrastiveNet, resolved_width
+from i2dl.autoencoder.semi import contrastive_views, fixmatch_loss, nt_xent, strong_augment, weak_augment
 from i2dl.errors import CheckpointError
 from i2dl.checkpoints import check_state_dict_compatible
 from i2dl.checkpoints import load as load_checkpoint
@@ -100,13 +101,73 @@ class AutoencoderModule(CompatibleCheckpoints, L.LightningModule):
         return _optimizer([{"params": self.parameters(), "lr": hp.lr}], hp.lr, hp.weight_decay, hp.schedule, total)
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of one training step's random views: the same seed and step give the same views, so a run
+    resumed from a checkpoint draws what an uninterrupted run would have drawn."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) & 0x7FFF_FFFF)
+
+
+class ContrastiveModule(CompatibleCheckpoints, L.LightningModule):
+    """Stage 1, the stronger objective: contrastive pretraining (SimCLR) of the same encoder on the unlabeled images.
+
+    Each image is seen as two random strong views (`i2dl.autoencoder.semi.strong_augment`); the encoder and a
+    projection head are trained with NT-Xent so that the two views of an image match and differ from the rest of
+    the batch. Labels are never looked at. Only the encoder goes on to the classifier.
+
+    Args:
+        arch, latent_dim, width: the encoder (as in `AutoencoderModule`, so either can start a classifier).
+        projection_hidden, projection_dim: the projection head.
+        temperature: NT-Xent's temperature.
+        lr, weight_decay, schedule: AdamW; "onecycle" warms up to `lr` and anneals to ~0.
+        seed: seeds the random views of each step.
+    Logs `train/loss`, `val/loss`, `test/loss` (NT-Xent; validation and test views are fixed per batch).
+    """
+
+    def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
+                 projection_hidden: int = 128, projection_dim: int = 64, temperature: float = 0.5,
+                 lr: float = 2e-3, weight_decay: float = 1e-4, schedule: Literal["constant", "onecycle"] = "onecycle",
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = ContrastiveNet(arch, latent_dim, width, projection_hidden, projection_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder(x)
+
+    def contrastive_loss(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        v1, v2 = contrastive_views(x.cpu(), generator)
+        projected = self.model(torch.cat([v1, v2]).to(x.device))
+        z1, z2 = projected.chunk(2)
+        return nt_xent(z1, z2, self.hparams.temperature)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.contrastive_loss(batch[0], step_generator(self.hparams.seed, self.global_step))
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss = self.contrastive_loss(batch[0], step_generator(-1, batch_idx))
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test/loss", self.contrastive_loss(x, step_generator(-2, batch_idx)), sync_dist=True)
+        return {"images": x, "codes": self.model.encoder(x), "labels": y}
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        total = total_training_steps(self.trainer) if hp.schedule == "onecycle" else 0
+        return _optimizer([{"params": self.parameters(), "lr": hp.lr}], hp.lr, hp.weight_decay, hp.schedule, total)
+
+
 def load_pretrained_encoder(path: str | Path, arch: str, latent_dim: int,
                             width: int | None = None) -> dict[str, torch.Tensor]:
-    """The encoder weights of an `AutoencoderModule` checkpoint, checked against the classifier's encoder."""
+    """The encoder weights of an `AutoencoderModule` or `ContrastiveModule` checkpoint, checked against the
+    classifier's encoder."""
     checkpoint = load_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters") or {}
     if "state_dict" not in checkpoint or "arch" not in hparams or "latent_dim" not in hparams:
-        raise CheckpointError(f"{path}: not an autoencoder checkpoint of `i2dl autoencoder pretrain` "
+        raise CheckpointError(f"{path}: not an autoencoder checkpoint (nor a contrastive encoder) of `i2dl autoencoder` "
                               "(no arch/latent_dim hyper-parameters)")
     found = {"arch": hparams["arch"], "latent_dim": hparams["latent_dim"],
              "width": resolved_width(hparams["arch"], hparams.get("width"))}
@@ -135,14 +196,21 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
             "frozen" (only the head learns; the encoder, batch-norm statistics included, stays as pretrained).
         lr, weight_decay, schedule, label_smoothing: AdamW and cross-entropy settings.
         head_hidden, dropout: the head (latent -> hidden -> classes).
-    Logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`.
+        unlabeled_weight, threshold: FixMatch, used when the training batches also carry unlabeled images
+            (`AutoencoderDataModule(unlabeled_ratio > 0)`): the weight of the unlabeled loss and the confidence
+            a weak view's prediction needs to become the strong view's target.
+        seed: seeds each step's weak and strong views of the unlabeled images.
+    Logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`; with unlabeled images also
+    `train/loss_labeled`, `train/loss_unlabeled` and `train/confident` (share of unlabeled images above the
+    threshold).
     """
 
     def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
                  num_classes: int = 10, encoder_ckpt: str | None = None, init_ckpt: str | None = None,
                  encoder_mode: Literal["full", "lower_lr", "frozen"] = "lower_lr", encoder_lr_ratio: float = 0.1,
                  lr: float = 1e-3, weight_decay: float = 1e-4, schedule: Literal["constant", "onecycle"] = "onecycle",
-                 label_smoothing: float = 0.1, head_hidden: int = 64, dropout: float = 0.3) -> None:
+                 label_smoothing: float = 0.1, head_hidden: int = 64, dropout: float = 0.3,
+                 unlabeled_weight: float = 1.0, threshold: float = 0.95, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = Classifier(arch, latent_dim, num_classes, hidden=head_hidden, dropout=dropout, width=width)
@@ -174,6 +242,24 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.load_encoder()
+
+    def training_step(self, batch, batch_idx):
+        if len(batch) == 2:  # labels only
+            return super().training_step(batch, batch_idx)
+        x, y, unlabeled = batch  # FixMatch: labeled images (augmented) and unlabeled ones (raw)
+        hp = self.hparams
+        generator = step_generator(hp.seed, self.global_step)
+        weak = weak_augment(unlabeled.cpu(), generator).to(x.device)
+        strong = strong_augment(unlabeled.cpu(), generator).to(x.device)
+        logits = self(torch.cat([x, weak, strong]))  # one pass: batch norm sees all three
+        labeled, weak_logits, strong_logits = logits.split([len(x), len(weak), len(strong)])
+        loss_labeled = F.cross_entropy(labeled.float(), y, label_smoothing=hp.label_smoothing)
+        loss_unlabeled, confident, _ = fixmatch_loss(weak_logits, strong_logits, hp.threshold)
+        loss = loss_labeled + hp.unlabeled_weight * loss_unlabeled
+        self.log_dict({"train/loss_labeled": loss_labeled, "train/loss_unlabeled": loss_unlabeled,
+                       "train/confident": confident})
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.encoder_mode == "frozen":
