@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -46,8 +45,8 @@ def train_config(name: str) -> dict:
     wall = time.perf_counter() - start
     results = json.loads((run_dir / "results.json").read_text())
     return {"name": name, "command": "i2dl digits fit -c configs/digits/" + config + ".yaml " + " ".join(extra),
-            "test_acc": results["test/acc"], "target": target, "wall_s": round(wall, 1),
-            "fit_s": results.get("fit_seconds"), "epochs": results["epochs"]}
+            "test_acc": results["metrics"]["test/acc"], "target": target, "wall_s": round(wall, 1),
+            "fit_s": results["wall_time"], "epochs": results["epochs"]}
 
 
 def lightning_fit_seconds(config: str, epochs: int) -> float:
@@ -59,7 +58,7 @@ def lightning_fit_seconds(config: str, epochs: int) -> float:
     LabCLI("digits", DigitClassifier, DigitsDataModule, monitor="val/acc",
            args=["fit", "-c", f"configs/digits/{config}.yaml", "--trainer.max_epochs", str(epochs),
                  "--run_dir", str(run_dir), "--test_after_fit", "false", "--trainer.enable_progress_bar", "false"])
-    return json.loads((run_dir / "results.json").read_text())["fit_seconds"]
+    return json.loads((run_dir / "results.json").read_text())["wall_time"]
 
 
 def plain_fit_seconds(config: str, epochs: int) -> float:
@@ -110,8 +109,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=[*RUNS_SPEC, "overhead"], default=[*RUNS_SPEC, "overhead"])
     args = parser.parse_args()
     os.environ.setdefault("I2DL_DATA", str(REPO.parent / "shared" / "data"))
-    machine = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    print(f"machine: {machine}; date: {time.strftime('%Y-%m-%d')}")
+    from i2dl.hardware import describe
+
+    print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}; date: {time.strftime('%Y-%m-%d %H:%M')}")
     rows = []
     for name in args.only:
         if name == "overhead":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -54,11 +55,18 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         run_dir = out / f"seed{seed}"
-        metrics, wall = run_dir / "figures/test_metrics.json", run_dir / "wall_s.json"
+        metrics, wall = run_dir / "results.json", run_dir / "wall_s.json"
         if metrics.is_file() and wall.is_file():
-            results.append((seed, json.loads(metrics.read_text()), json.loads(wall.read_text())["wall_s"]))
+            found = json.loads(metrics.read_text())["metrics"]
+            summary = {"score": found["test/score"], "rmse_px": found["test/rmse_px"],
+                       "rmse_px_per_keypoint": {k.split("/")[-1]: v for k, v in found.items()
+                                                if k.startswith("test/rmse_px/")}}
+            results.append((seed, summary, json.loads(wall.read_text())["wall_s"]))
     if not results:
         sys.exit("no finished runs")
+    from i2dl.hardware import describe
+
+    print(f"\nmachine: {describe()}; load average {os.getloadavg()[0]:.1f}")
     print(f"\n| seed | test score | test RMSE (px) | train+test wall (min) |\n|---|---|---|---|")
     for seed, m, wall in results:
         print(f"| {seed} | {m['score']:.1f} | {m['rmse_px']:.3f} | {wall / 60:.1f} |")

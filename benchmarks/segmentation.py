@@ -123,6 +123,9 @@ def evaluate(ckpt: Path, split: str = "test") -> dict[str, float]:
 
 
 def report() -> None:
+    from i2dl.hardware import describe
+
+    print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}\n")
     print("| run | what | epochs (best) / planned | test course acc | test pixel acc | test mIoU | train wall time |")
     print("|---|---|---|---|---|---|---|")
     details = []

@@ -10,6 +10,7 @@ median of `--steps` steps per setting, and its ratio to the reference.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -43,7 +44,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch} at {args.size}x{args.size}")
+    from i2dl.hardware import describe
+
+    print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"batch {args.batch} at {args.size}x{args.size}")
     reference = None
     for channels_last, bf16 in ((False, False), (True, False), (False, True), (True, True)):
         seconds = step_seconds(channels_last, bf16, args.steps, args.batch, args.size)
