@@ -251,8 +251,9 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
         generator = step_generator(hp.seed, self.global_step)
         weak = weak_augment(unlabeled.cpu(), generator).to(x.device)
         strong = strong_augment(unlabeled.cpu(), generator).to(x.device)
-        logits = self(torch.cat([x, weak, strong]))  # one pass: batch norm sees all three
-        labeled, weak_logits, strong_logits = logits.split([len(x), len(weak), len(strong)])
+        with torch.no_grad():  # the weak view only provides targets: a forward pass without backward is enough
+            weak_logits = self(weak)
+        labeled, strong_logits = self(torch.cat([x, strong])).split([len(x), len(strong)])
         loss_labeled = F.cross_entropy(labeled.float(), y, label_smoothing=hp.label_smoothing)
         loss_unlabeled, confident, _ = fixmatch_loss(weak_logits, strong_logits, hp.threshold)
         loss = loss_labeled + hp.unlabeled_weight * loss_unlabeled

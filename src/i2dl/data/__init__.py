@@ -1,4 +1,6 @@
-"""Dataset readers (one module per family) and the data-directory rules shared by all labs."""
+"""What two or more labs read: the data-directory rules (here), MNIST-family IDX files (`idx.py`), downloads with
+sha256 checks (`download.py`), in-memory batches (`memory.py`) and batch augmentation (`augment.py`). A reader that
+one lab uses lives in that lab's folder."""
 
 from __future__ import annotations
 
