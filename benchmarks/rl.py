@@ -1,21 +1,28 @@
-"""Benchmarks of the RL lab (issue targets), each printing a markdown table.
+"""Benchmarks of the RL lab (issue targets), each printing a markdown table with the CPU, its flags and the load.
 
     python benchmarks/rl.py cartpole [--reinforce_episodes 500 1500] [--eval_episodes 100]
         REINFORCE with the lab's settings and PPO (configs/rl/*_cartpole.yaml): training steps and wall time, the
         first environment step where an episode reached 500, and the greedy mean return over 100 episodes with
         distinct seeds (targets: REINFORCE >= 475; PPO 500 within 100k steps and <= 2 minutes).
-    python benchmarks/rl.py pong-throughput [--seconds 20]
-        Environment steps per second of Pong alone (the lab's preprocessing, the Atari preprocessing with sync and
-        async vector envs) and of PPO training (a few updates of configs/rl/ppo_pong.yaml).
-    python benchmarks/rl.py pong-report --run_dir RUN [RUN ...] [--games 10] [--snapshots] [--both]
-        Score against environment steps and wall time of (background, resumable) Pong runs from their episodes.csv,
-        the mean score of each run's last checkpoint over N evaluation games (and of every kept snapshot,
-        checkpoints/step_*.pt, with --snapshots), and a summary row per run to compare algorithms at one budget.
-    The budget runs of docs/benchmarks.md (both on one core each, side by side, for the same wall time T seconds):
-        i2dl rl train -c configs/rl/ppo_pong.yaml --run_dir runs/rl/ppo_pong_budget --threads 1 --snapshot_every 250 \\
-            --time_limit T
+    python benchmarks/rl.py pong-throughput [--seconds 8] [--updates 2] [--train_updates 8]
+        Agent steps per second of each part of PPO on Pong, each beside its reference measured in the same run:
+        the environments (gymnasium's sync vector env with AtariPreprocessing; ale-py's vector env), the inference
+        (float32; bf16 + channels-last), the update (float32 on torch's 2 threads; bf16 with 1 or 2 workers), and
+        the whole training loop (the loop before issue 15; configs/rl/ppo_pong.yaml; its cnn_small variant), with
+        the milliseconds per agent step spent in each part.
+    python benchmarks/rl.py pong-report --run_dir RUN [RUN ...] [--games 10] [--snapshots] [--checkpoint last]
+        Score against agent steps and wall time of (background, resumable) Pong runs from their episodes.csv, the
+        greedy score of every kept snapshot (--snapshots), each run's checkpoint in both evaluation protocols (no
+        sticky actions; sticky actions 0.25) with greedy and sampled actions, a summary row per run, and one figure
+        with every run on the same axes (runs/bench/rl/pong_report.png).
+    python benchmarks/rl.py pong-games --ckpt_path CKPT [--games 10] [--sampled] [--sticky 0.25]
+        Each game of a checkpoint described from the emulator's RAM: score, longest run of lost points, time with
+        the agent's paddle at the top or bottom edge, the actions taken.
+
+The Pong runs of docs/benchmarks.md:
+        i2dl rl train -c configs/rl/ppo_pong.yaml --run_dir runs/rl/ppo_pong_budget --time_limit 7200
         i2dl rl train -c configs/rl/reinforce_pong.yaml --run_dir runs/rl/reinforce_pong_budget --threads 1 \\
-            --episodes 100000 --time_limit T
+            --episodes 100000 --snapshot_every 100 --time_limit 7200
 
 Run niced on a shared machine: `nice -n 10 python benchmarks/rl.py cartpole`.
 """
@@ -383,6 +390,53 @@ def pong_report(args) -> None:
     print(f"\nfigure: {figure}; load average at the end: {load()}")
 
 
+# Pong's RAM (Atari RAM annotations of Anand et al. 2019): the agent's paddle, the opponent's, the ball, the scores.
+PONG_RAM = {"player_y": 51, "enemy_y": 50, "ball_x": 49, "ball_y": 54, "enemy_score": 13, "player_score": 14}
+
+
+def pong_games(args) -> None:
+    """Play games of one checkpoint in gymnasium's Pong (the agent's observations, plus the emulator's RAM) and
+    describe each: score, longest run of lost points, where the agent's paddle was, which actions it took. Every
+    step is kept in runs/bench/rl/pong_games/<name>.npz for a closer look."""
+    from i2dl.rl.evaluate import load_agent
+
+    torch.set_num_threads(1)
+    agent = load_agent(args.ckpt_path)
+    out = BENCH_RUNS / "pong_games"
+    out.mkdir(parents=True, exist_ok=True)
+    mode = "sampled" if args.sampled else "greedy"
+    print(f"{machine()}\n{agent.path}: {agent.checkpoint['global_step']:,} agent steps; {args.games} {mode} games, "
+          f"sticky {args.sticky:g}, seeds {args.seed}, ...\n")
+    print("| seed | score | won-lost | longest run of lost points | paddle at the top / bottom edge | actions "
+          "NOOP FIRE UP DOWN UPFIRE DOWNFIRE |\n|---|---|---|---|---|---|")
+    for k in range(args.games):
+        env = agent.make_env(args.seed + k, args.sticky)
+        obs, _ = env.reset(seed=args.seed + k)
+        ale = env.unwrapped.ale
+        log: dict[str, list] = {key: [] for key in [*PONG_RAM, "action", "reward"]}
+        done = False
+        while not done:
+            with torch.no_grad():
+                action = int(agent.network.act(torch.as_tensor(np.asarray(obs))[None], greedy=not args.sampled)[0])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            ram = ale.getRAM()
+            for key, address in PONG_RAM.items():
+                log[key].append(int(ram[address]))
+            log["action"].append(action)
+            log["reward"].append(float(reward))
+            done = terminated or truncated
+        env.close()
+        data = {key: np.array(values) for key, values in log.items()}
+        np.savez_compressed(out / f"{Path(args.ckpt_path).stem}_{mode}_sticky{args.sticky:g}_{args.seed + k}.npz",
+                            **data)
+        points = data["reward"][data["reward"] != 0]
+        runs = np.diff(np.flatnonzero(np.concatenate([[1], points, [1]]) > 0)) - 1
+        top, bottom = (data["player_y"] <= 40).mean(), (data["player_y"] >= 200).mean()
+        shares = np.bincount(data["action"], minlength=6) / len(data["action"])
+        print(f"| {args.seed + k} | {points.sum():+.0f} | {(points > 0).sum()}-{(points < 0).sum()} | {runs.max()} | "
+              f"{100 * top:.0f}% / {100 * bottom:.0f}% | {' '.join(f'{100 * v:.0f}%' for v in shares)} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -396,6 +450,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--updates", type=int, default=2, help="updates to time for each update part")
     p.add_argument("--train_updates", type=int, default=8, help="PPO updates (of 1,024 agent steps) to time for each "
                                                                   "whole loop, after one untimed update")
+    p = sub.add_parser("pong-games")
+    p.add_argument("--ckpt_path", required=True, help="checkpoint file or run folder")
+    p.add_argument("--games", type=int, default=10)
+    p.add_argument("--seed", type=int, default=10_000)
+    p.add_argument("--sampled", action="store_true", help="sample actions (default: greedy)")
+    p.add_argument("--sticky", type=float, default=0.0, help="sticky-action probability")
     p = sub.add_parser("pong-report")
     p.add_argument("--run_dir", nargs="+", default=["runs/rl/ppo_pong"], help="one or more Pong run folders")
     p.add_argument("--checkpoint", default="last", help="the checkpoint of each run to evaluate: last, best, ...")
@@ -407,7 +467,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
-    {"cartpole": cartpole, "pong-throughput": pong_throughput, "pong-report": pong_report}[args.what](args)
+    {"cartpole": cartpole, "pong-throughput": pong_throughput, "pong-report": pong_report,
+     "pong-games": pong_games}[args.what](args)
     print(f"\n(command: python benchmarks/rl.py {' '.join(sys.argv[1:])}; wall time "
           f"{time.perf_counter() - started:.0f} s)")
 

@@ -270,3 +270,36 @@ def test_pong_network_uses_bf16_only_where_the_cpu_has_it(flags, expected, monke
     assert compute_settings({**config, "network": "mlp"}, torch.device("cpu")) == ("32-true", False)
     assert compute_settings({**config, "precision": "32-true", "channels_last": "false"},
                             torch.device("cpu")) == ("32-true", False)
+
+
+def test_environment_groups_taking_turns_give_the_same_rollout():
+    """Stepping the environments in two groups that take turns (one emulates while the other's actions are chosen)
+    collects exactly the transitions of one vector env, episode ends and autoresets included."""
+    from i2dl.rl.ppo import collect_rollout
+
+    def policy(obs):  # deterministic, so both collections take the same actions
+        action = obs.flatten(1).float().sum(1).long() % 6
+        return action, -action.float(), action.float() / 10
+
+    def value_fn(obs):
+        return obs.flatten(1).float().mean(1)
+
+    kwargs = {"max_episode_steps": 7}  # episodes end inside the rollout
+    collected = []
+    for groups in (1, 2):
+        envs = rl_envs.make_vector_env("ALE/Pong-v5", 4, 0, "atari", 4, kwargs, "ale", threads=2, groups=groups)
+        obs, _ = envs.reset(seed=5)
+        autoreset, episodes, tracker = np.zeros(4, dtype=bool), [], EpisodeTracker(4)
+        for _ in range(2):  # two rollouts: the carried observation and autoreset flags are right too
+            rollout, obs, autoreset = collect_rollout(envs, policy, value_fn, obs, autoreset, 6, tracker,
+                                                      lambda step, ep, found=episodes: found.append((step, ep)))
+            collected.append((rollout, obs.copy(), autoreset.copy(), list(episodes)))
+        envs.close()
+    for single, turns in zip(collected[:2], collected[2:]):
+        for name in ("obs", "actions", "logprobs", "values", "rewards", "terminated", "truncated", "valid",
+                     "next_value"):
+            torch.testing.assert_close(getattr(turns[0], name), getattr(single[0], name), rtol=0, atol=0)
+        np.testing.assert_array_equal(turns[1], single[1])
+        np.testing.assert_array_equal(turns[2], single[2])
+        assert turns[3] == single[3]
+    assert (~collected[1][0].valid).any() and collected[1][3]  # autoreset steps and finished episodes were seen

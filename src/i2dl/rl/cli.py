@@ -101,7 +101,7 @@ def _parse_error(message: str, algo_name: str, config_class, source: str) -> str
 
 def _validate(config, source: str) -> None:
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_every", "threads", "hidden",
-                 "frame_stack"):
+                 "frame_stack", "workers", "env_groups"):
         value = getattr(config, name, None)
         if value is not None and value < 1:
             raise I2DLError(f"{source}: {name} must be positive, got {value}")

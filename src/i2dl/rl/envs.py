@@ -21,6 +21,7 @@ reward 0. The algorithms mark those steps invalid (see `ppo.collect_rollout`), s
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -134,14 +135,21 @@ def make_env(env_id: str, seed: int | None = None, preprocessing: str = "none", 
 
 def make_vector_env(env_id: str, num_envs: int, seed: int, preprocessing: str = "none", frame_stack: int = 4,
                     env_kwargs: dict[str, Any] | None = None, vectorization: str = "sync",
-                    threads: int = 0) -> gym.vector.VectorEnv:
+                    threads: int = 0, groups: int = 1) -> gym.vector.VectorEnv | AtariEnvGroups:
     """`num_envs` environments in a gymnasium Sync- or AsyncVectorEnv or in ale-py's vector env (`vectorization`
-    ale; `threads` emulator threads, 0: one per core), all with next-step autoreset, reset with seeds seed,
-    seed+1, ... by the caller (`envs.reset(seed=seed)` seeds sub-env i with seed+i)."""
+    ale; `threads` emulator threads, 0: one per core; `groups` > 1: `AtariEnvGroups`), all with next-step
+    autoreset, reset with seeds seed, seed+1, ... by the caller (`envs.reset(seed=seed)` seeds sub-env i with
+    seed+i)."""
     if vectorization == "ale":
         if preprocessing != "atari":
             raise I2DLError(f"vectorization 'ale' does the atari preprocessing itself; set preprocessing: atari "
                             f"(not {preprocessing!r}) or use vectorization sync")
+        if groups > 1:
+            if num_envs % groups:
+                raise I2DLError(f"num_envs ({num_envs}) must be a multiple of env_groups ({groups})")
+            per_group = max(1, (threads or os.cpu_count() or 1) // groups)
+            return AtariEnvGroups([make_ale_vector_env(env_id, num_envs // groups, frame_stack, env_kwargs, per_group)
+                                   for _ in range(groups)])
         return make_ale_vector_env(env_id, num_envs, frame_stack, env_kwargs, threads)
     make_env(env_id, None, preprocessing, frame_stack, env_kwargs).close()  # fail early, in this process
     thunks: list[Callable[[], gym.Env]] = [
@@ -186,3 +194,40 @@ def make_ale_vector_env(env_id: str, num_envs: int, frame_stack: int = 4, env_kw
                               frameskip=ATARI_FRAME_SKIP, **kwargs)
     except TypeError as err:
         raise I2DLError(f"bad env_kwargs {env_kwargs} for ale-py's vector env: {err}") from None
+
+
+class AtariEnvGroups:
+    """ale-py vector envs side by side, as one vector env of all their sub-environments (in order). Besides the
+    synchronous `step`, `send(group, actions)` / `recv(group)` let a caller choose one group's actions while the
+    others' emulation runs in their own threads (see `ppo.collect_rollout`)."""
+
+    def __init__(self, groups: list) -> None:
+        self.groups = groups
+        self.sizes = [g.num_envs for g in groups]
+        self.slices = [slice(sum(self.sizes[:k]), sum(self.sizes[:k + 1])) for k in range(len(groups))]
+        self.num_envs = sum(self.sizes)
+        self.single_observation_space = groups[0].single_observation_space
+        self.single_action_space = groups[0].single_action_space
+        self.metadata = groups[0].metadata
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Sub-environment i of the whole is reset with seed + i, as in one vector env."""
+        found = [g.reset(seed=None if seed is None else seed + s.start) for g, s in zip(self.groups, self.slices)]
+        return np.concatenate([obs for obs, _ in found]), {}
+
+    def send(self, group: int, actions: np.ndarray) -> None:
+        self.groups[group].send(np.asarray(actions))
+
+    def recv(self, group: int):
+        return self.groups[group].recv()
+
+    def step(self, actions: np.ndarray):
+        for k, part in enumerate(self.slices):
+            self.send(k, actions[part])
+        results = [self.recv(k) for k in range(len(self.groups))]
+        obs, rewards, terminated, truncated = (np.concatenate([r[i] for r in results]) for i in range(4))
+        return obs, rewards, terminated, truncated, {}
+
+    def close(self) -> None:
+        for g in self.groups:
+            g.close()

@@ -31,7 +31,7 @@ from torch import nn
 from i2dl.checkpoints import rng_states, seed_everything
 from i2dl.errors import I2DLError
 from i2dl.hardware import resolve_channels_last, resolve_precision
-from i2dl.rl.envs import make_vector_env
+from i2dl.rl.envs import AtariEnvGroups, make_vector_env
 from i2dl.rl.figures import plot_learning_curve, plot_win_percentage
 from i2dl.rl.logs import EpisodeTracker, RunLogger
 from i2dl.rl.runs import BestCheckpoint, last_checkpoint, save_checkpoint, snapshot_checkpoint, start_run, with_defaults
@@ -66,6 +66,9 @@ class PPOConfig:
     vector env with the atari preprocessing built in; Atari only)"""
     env_threads: int = 0
     """emulator threads of vectorization ale (0: one per CPU core)"""
+    env_groups: int = 1
+    """vectorization ale: split the environments into this many groups that take turns, so that one group's
+    emulation runs while the next group's actions are chosen"""
     num_steps: int = 32
     """steps per environment per rollout; a rollout holds num_envs * num_steps transitions"""
     learning_rate: float = 1e-3
@@ -269,6 +272,10 @@ def collect_rollout(envs, policy: PolicyFn, value_fn: Callable[[torch.Tensor], t
     actions = torch.zeros((num_steps, n), dtype=torch.long)
     logprobs, values, rewards = (torch.zeros((num_steps, n)) for _ in range(3))
     terminated, truncated, valid = (torch.zeros((num_steps, n), dtype=torch.bool) for _ in range(3))
+    if isinstance(envs, AtariEnvGroups) and len(envs.groups) > 1:
+        return _collect_in_turns(envs, policy, value_fn, next_obs, autoreset, num_steps, tracker, on_episode,
+                                 step_offset, (obs_buf, actions, logprobs, values, rewards, terminated, truncated,
+                                               valid))
     env_seconds = inference_seconds = 0.0
     for t in range(num_steps):
         started = time.perf_counter()
@@ -288,6 +295,47 @@ def collect_rollout(envs, policy: PolicyFn, value_fn: Callable[[torch.Tensor], t
                 if on_episode:
                     on_episode(step_offset + (t + 1) * n, episode)
         autoreset = term | trunc
+    started = time.perf_counter()
+    with torch.no_grad():
+        next_value = value_fn(torch.as_tensor(next_obs))
+    inference_seconds += time.perf_counter() - started
+    return (Rollout(obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid, next_value,
+                    {"env": env_seconds, "inference": inference_seconds}), next_obs, autoreset)
+
+
+def _collect_in_turns(envs: AtariEnvGroups, policy: PolicyFn, value_fn, next_obs: np.ndarray, autoreset: np.ndarray,
+                      num_steps: int, tracker: EpisodeTracker | None, on_episode, step_offset: int, buffers
+                      ) -> tuple[Rollout, np.ndarray, np.ndarray]:
+    """`collect_rollout` for environment groups: while group k's emulators play step t in their threads, this
+    thread picks the actions of group k+1; the transitions are the same as with one vector env."""
+    obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid = buffers
+    n, next_obs, autoreset = envs.num_envs, np.array(next_obs), np.array(autoreset)
+    env_seconds = inference_seconds = 0.0
+    for t in range(num_steps + 1):
+        for k, part in enumerate(envs.slices):
+            if t > 0:  # group k's result of step t-1
+                started = time.perf_counter()
+                obs, reward, term, trunc, _ = envs.recv(k)
+                env_seconds += time.perf_counter() - started
+                next_obs[part] = obs
+                rewards[t - 1, part] = torch.as_tensor(reward, dtype=torch.float32)
+                terminated[t - 1, part], truncated[t - 1, part] = torch.as_tensor(term), torch.as_tensor(trunc)
+                autoreset[part] = term | trunc
+            if t == num_steps:
+                continue
+            started = time.perf_counter()
+            obs_buf[t, part] = torch.as_tensor(next_obs[part])
+            valid[t, part] = torch.as_tensor(~autoreset[part])
+            with torch.no_grad():
+                action, logprob, value = policy(obs_buf[t, part])
+            actions[t, part], logprobs[t, part], values[t, part] = action, logprob, value
+            envs.send(k, action.numpy())
+            inference_seconds += time.perf_counter() - started
+        if t > 0 and tracker is not None:
+            dones = (terminated[t - 1] | truncated[t - 1]).numpy()
+            for _, episode in tracker.step(rewards[t - 1].numpy().astype(np.float64), dones, valid[t - 1].numpy()):
+                if on_episode:
+                    on_episode(step_offset + t * n, episode)
     started = time.perf_counter()
     with torch.no_grad():
         next_value = value_fn(torch.as_tensor(next_obs))
@@ -417,7 +465,7 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False, config_name: str 
     batch_size = cfg.num_envs * cfg.num_steps
     num_iterations = max(1, cfg.total_steps // batch_size)
     envs = make_vector_env(cfg.env_id, cfg.num_envs, cfg.seed, cfg.preprocessing, cfg.frame_stack, cfg.env_kwargs,
-                           cfg.vectorization, cfg.env_threads)
+                           cfg.vectorization, cfg.env_threads, cfg.env_groups)
     seed_everything(cfg.seed)
     agent = build_network(config, envs.single_observation_space.shape, int(envs.single_action_space.n)).to(device)
     if isinstance(agent, CNNActorCritic):

@@ -33,7 +33,8 @@ READABLE_FORMATS = ("i2dl-rl-1", CHECKPOINT_FORMAT)
 HEADLINE = "train/mean_return_last100"
 # Settings a resumed run may change (limits and bookkeeping); every other one must match the checkpoint.
 RESUMABLE_CHANGES = {"total_steps", "episodes", "checkpoint_every", "snapshot_every", "time_limit", "threads",
-                     "env_threads", "device", "vectorization", "tensorboard", "precision", "channels_last"}
+                     "env_threads", "env_groups", "workers", "device", "vectorization", "tensorboard", "precision",
+                     "channels_last"}
 
 
 def rl_runs_root() -> Path:
