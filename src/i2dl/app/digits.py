@@ -93,29 +93,31 @@ def from_upload(ctx: AppContext, photo, choice: str | None):
 
 
 def build(ctx: AppContext):
-    """The tab's layout and events; returns (the checkpoint drop-down, the no-checkpoint hint) for page loads."""
+    """The tab's layout and events."""
     import gradio as gr
 
     from i2dl.app.components import PhotoInput, sketchpad
 
     found = choices(ctx)
-    with gr.Row():
-        checkpoint = gr.Dropdown(found, value=found[0][1] if found else None, label="checkpoint (newest first)",
-                             allow_custom_value=True, elem_id="digits-checkpoint", scale=4)
+    checkpoint = gr.Dropdown(found, value=found[0][1] if found else None, label="checkpoint (newest first)",
+                             allow_custom_value=True, elem_id="digits-checkpoint")
     hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
+        with gr.Column(scale=5, min_width=320):
             with gr.Tabs():
                 with gr.Tab("Draw"):
                     sketch = sketchpad("digits-sketchpad")
                 with gr.Tab("Upload"):
                     photo = PhotoInput(label="photo or scan of a digit", sources=["upload", "webcam", "clipboard"],
                                        elem_id="digits-photo", height=320)
-        with gr.Column(scale=2):
+        with gr.Column(scale=3, min_width=220):
             message = gr.Markdown(elem_id="digits-message", elem_classes="i2dl-message")
             probabilities = gr.Label(num_top_classes=10, label="probabilities", elem_id="digits-probabilities")
-            seen = gr.Image(label="what the network saw (28x28)", image_mode="L", interactive=False, height=196,
+        with gr.Column(scale=3, min_width=200):
+            seen = gr.Image(label="what the network saw (28x28)", image_mode="L", interactive=False, height=250,
                             elem_id="digits-seen", elem_classes="i2dl-pixels", buttons=["download"])
+            gr.Markdown("MNIST's recipe, as for every image here: white ink on black, the ink's box scaled to "
+                        "20x20 and centred by its mass in 28x28.", elem_classes="i2dl-note")
     outputs = [probabilities, seen, message]
     sketch.change(shows_errors(3)(lambda s, c: from_sketch(ctx, s, c)), [sketch, checkpoint], outputs,
                   api_name="digits_sketch", trigger_mode="always_last", show_progress="hidden")

@@ -14,28 +14,23 @@ from i2dl.app.common import (AppContext, AppError, RunSummary, TabParts, checkpo
 LAB = "rl"
 MAX_FRAMES = 5000  # longer episodes are played to the end but the video stops here
 FPS = 30
+MIN_HEIGHT = 400  # smaller frames are scaled up by a whole factor
 _env_lock = threading.Lock()
 
 
 # --- the RL lab, used only here ------------------------------------------------------------------------------------
 def load_rl_agent(path: Path, seed: int):
     """(network, environment rendering RGB frames, env id) of an RL checkpoint file."""
-    try:
-        from i2dl.rl.evaluate import load_agent
-    except ImportError:  # the lab's earlier layout: i2dl.rl.cli.load_agent(path, render_mode=..., seed=...)
-        from i2dl.rl.cli import load_agent as load_with_env
+    from i2dl.rl.evaluate import load_agent
 
-        network, env, checkpoint = load_with_env(str(path), render_mode="rgb_array", seed=seed)
-        return network, env, checkpoint["config"]["env_id"]
     agent = load_agent(path)
     return agent.network, agent.make_env(seed, render_mode="rgb_array"), agent.env_id
 
 
 def play(network, env, seed: int, frames) -> float:
-    try:
-        from i2dl.rl.evaluate import run_episodes
-    except ImportError:
-        from i2dl.rl.runs import run_episodes
+    """The return of one greedy episode reset with `seed`; rendered frames go to `frames`."""
+    from i2dl.rl.evaluate import run_episodes
+
     return run_episodes(network, env, 1, seed, greedy=True, frames=frames, max_frames=MAX_FRAMES)[0]
 
 
@@ -66,6 +61,9 @@ class VideoFrames(list):
         import imageio.v2 as imageio
 
         frame = np.asarray(frame, dtype=np.uint8)
+        if frame.shape[0] < MIN_HEIGHT:  # Atari's 210x160: blown up with whole pixels, not blurred by the player
+            k = -(-MIN_HEIGHT // frame.shape[0])
+            frame = frame.repeat(k, axis=0).repeat(k, axis=1)
         if self.writer is None:
             self.writer = imageio.get_writer(self.path, fps=self.fps, codec="libx264", macro_block_size=2,
                                              pixelformat="yuv420p", ffmpeg_params=["-preset", "veryfast"],

@@ -19,6 +19,7 @@ TITLE = "i2dl: every lab in the browser"
 CSS = """
 .i2dl-message p { margin: 0.2em 0; }
 .i2dl-pixels img { image-rendering: pixelated; object-fit: contain !important; }
+#digits-seen img { width: 196px !important; height: 196px !important; margin: 8px auto 0; display: block; }
 """
 # the sketchpads start with the brush picked (Gradio's start with no tool: "select the draw tool to start")
 JS = """() => {
