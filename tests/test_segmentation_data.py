@@ -179,3 +179,14 @@ def test_pad_collate_pads_masks_with_ignore():
     assert torch.equal(images[0, :, :4, :6], a[0]) and (images[0, :, 4:] == 0).all()
     assert (masks[0, 4:] == IGNORE_INDEX).all() and (masks[1, :, 4:] == IGNORE_INDEX).all()
     assert (masks[1, :6, :4] == 2).all()
+
+
+def test_trainval_trains_on_both_splits(shared_data, tmp_path):
+    from i2dl.segmentation.data import SegmentationDataModule
+
+    make_msrc(shared_data, tmp_path / "msrc_v2", {"train": ["1_23_s", "10_10_s"], "val": ["10_12_s"],
+                                                  "test": ["10_11_s"]})
+    only_train = SegmentationDataModule("msrc_v2", data_dir=str(tmp_path), batch_size=1)
+    both = SegmentationDataModule("msrc_v2", data_dir=str(tmp_path), batch_size=1, train_on="trainval")
+    assert len(only_train.train_dataloader().dataset) == 2 and len(both.train_dataloader().dataset) == 3
+    assert both.class_pixel_counts().sum() > only_train.class_pixel_counts().sum()

@@ -173,3 +173,27 @@ def test_channels_last_changes_the_layout_not_the_results():
 
 def conv_grad(module) -> torch.Tensor:
     return next(m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)).weight.grad.contiguous()
+
+
+def test_decoder_context_ohem_and_flip_tta():
+    """The issue-17 recipe options: ASPP / pool-gate context, hard-pixel loss, mirror averaging at test time."""
+    from i2dl.segmentation.module import SegmentationModule
+
+    x = torch.rand(2, 3, 64, 96)
+    for context in ("aspp", "pool"):
+        module = SegmentationModule(dataset="camvid", approach="backbone_decoder", decoder_context=context,
+                                    channels_last=False).eval()
+        assert module(x).shape == (2, 11, 64, 96)
+    module = SegmentationModule(dataset="camvid", approach="backbone_decoder", loss="ohem", ohem_fraction=0.25,
+                                tta="flip", channels_last=False).eval()
+    logits = torch.randn(2, 11, 8, 8)
+    target = torch.randint(0, 11, (2, 8, 8))
+    target[0, 0] = 255  # void pixels never count
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    hardest = per_pixel[target != 255].sort(descending=True).values
+    assert module.loss(logits, target, hard_mining=True) == pytest.approx(float(hardest[: len(hardest) // 4].mean()))
+    assert module.loss(logits, target) == pytest.approx(float(per_pixel[target != 255].mean()), rel=1e-5)
+    with torch.no_grad():
+        plain, both = module(x), module.predict_logits(x)
+        mirrored = module(x.flip(-1)).flip(-1)
+    assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5)

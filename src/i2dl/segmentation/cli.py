@@ -53,9 +53,14 @@ def predict(argv: list[str]) -> None:
                                                  "<name>_overlay.png (mask over the photo).")
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `i2dl segmentation fit`")
     parser.add_argument("--output_dir", default=None, help="default: <run folder>/predictions")
+    parser.add_argument("--tta", choices=["none", "flip"], default=None,
+                        help="test-time augmentation (default: the checkpoint's setting); flip: also segment the "
+                             "mirror image and average (about twice the time)")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, BMP, ...)")
     args = parser.parse_args(argv)
     module = load_module(SegmentationModule, args.ckpt_path)
+    if args.tta is not None:
+        module.hparams.tta = args.tta
     output_dir = Path(args.output_dir or Path(args.ckpt_path).parent.parent / "predictions")
     output_dir.mkdir(parents=True, exist_ok=True)
     names, palette = module.class_names, module.info.palette
@@ -63,7 +68,7 @@ def predict(argv: list[str]) -> None:
         image = read_rgb(Path(path))
         x = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
         with torch.no_grad():
-            pred = module(x).argmax(1)[0].numpy()
+            pred = module.predict_logits(x).argmax(1)[0].numpy()
         colour = colourise(pred, palette)
         stem = Path(path).stem
         write_with(output_dir / f"{stem}_mask.png", lambda tmp: Image.fromarray(colour).save(tmp, format="PNG"))

@@ -28,13 +28,16 @@ class SegmentationDataModule(L.LightningDataModule):
         num_workers: DataLoader workers for training batches (0 = in the main process; augmentation is cheap next
             to the network on a CPU, so workers only help where spare cores exist).
         train_subset, eval_subset: use only the first N images of a split (tests, quick looks).
+        train_on: "train", or "trainval" (train and validation images together: the usual protocol for a final
+            CamVid model, whose number is then read on the test split; validation scores are then not held out).
     """
 
     def __init__(self, dataset: Literal["msrc_v2", "camvid"] = "msrc_v2", data_dir: str | None = None,
                  batch_size: int = 8, eval_batch_size: int = 8, train_size: tuple[int, int] = (224, 224),
                  crop_scale: tuple[float, float] = (0.35, 1.0), hflip: bool = True, color_jitter: float = 0.3,
                  eval_size: tuple[int, int] | None = None, void_rare_classes: bool = True, num_workers: int = 0,
-                 train_subset: int | None = None, eval_subset: int | None = None, seed: int = 0) -> None:
+                 train_subset: int | None = None, eval_subset: int | None = None, seed: int = 0,
+                 train_on: Literal["train", "trainval"] = "train") -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
@@ -63,12 +66,16 @@ class SegmentationDataModule(L.LightningDataModule):
         for split in wanted:
             self.load(split)
 
+    def training_images(self) -> list:
+        images = self.load("train")
+        return images + self.load("val") if self.hparams.train_on == "trainval" else images
+
     def class_pixel_counts(self) -> torch.Tensor:
-        return class_pixel_counts(self.load("train"), self.info.num_classes)
+        return class_pixel_counts(self.training_images(), self.info.num_classes)
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
-        dataset = SegmentationDataset(self.load("train"), train_transform(hp.train_size, hp.crop_scale, hp.hflip,
+        dataset = SegmentationDataset(self.training_images(), train_transform(hp.train_size, hp.crop_scale, hp.hflip,
                                                                           hp.color_jitter))
         generator = torch.Generator().manual_seed(hp.seed)
         return DataLoader(dataset, batch_size=hp.batch_size, shuffle=True, drop_last=len(dataset) > hp.batch_size,

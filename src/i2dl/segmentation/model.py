@@ -243,6 +243,40 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+class ASPP(nn.Module):
+    """DeepLabV3's atrous spatial pyramid pooling, made light for a CPU: the coarse features reduced by a 1x1 conv,
+    then parallel 3x3 convolutions at several dilation rates and a global-average branch, concatenated and fused
+    by a 1x1 conv. Context from far across the image for every position (Chen et al. 2017/2018)."""
+
+    def __init__(self, cin: int, cout: int, rates: Sequence[int] = (1, 3, 6), mid: int = 256) -> None:
+        super().__init__()
+        self.reduce = conv_bn_relu(cin, mid, kernel=1)
+        self.branches = nn.ModuleList(
+            [conv_bn_relu(mid, cout, kernel=1)] + [
+                nn.Sequential(nn.Conv2d(mid, cout, 3, padding=r, dilation=r, bias=False), nn.BatchNorm2d(cout),
+                              nn.ReLU(inplace=True)) for r in rates if r > 1])
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, cout, 1, bias=False), nn.ReLU(inplace=True))
+        self.project = conv_bn_relu(cout * (len(self.branches) + 1), cout, kernel=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.reduce(x)
+        pooled = self.pool(x).expand(-1, -1, *x.shape[-2:])
+        return self.project(torch.cat([branch(x) for branch in self.branches] + [pooled], dim=1))
+
+
+class PoolGate(nn.Module):
+    """LR-ASPP's context (MobileNetV3, Howard et al. 2019): the 1x1-reduced coarse features gated, channel by
+    channel, by a sigmoid of the whole image's average features. Nearly free."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.reduce = conv_bn_relu(cin, cout, kernel=1)
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reduce(x) * self.gate(x)
+
+
 class UNetDecoder(nn.Module):
     """Generic U-Net/FPN-style decoder: start at the coarsest features, and at each finer scale upsample,
     concatenate the skip features and fuse with 3x3 conv-BN-ReLU blocks; a 1x1 classifier at the finest scale.
@@ -250,14 +284,23 @@ class UNetDecoder(nn.Module):
     Args:
         in_channels: channels of the backbone features, fine to coarse (any number of scales >= 2).
         channels: output channels of each fusion stage, coarse to fine (len(in_channels) - 1 of them).
+        context: what the coarsest features go through first: "none" (a 1x1 conv), "aspp" (`ASPP`) or "pool"
+            (`PoolGate`, LR-ASPP's gating).
     """
 
     def __init__(self, in_channels: Sequence[int], channels: Sequence[int], num_classes: int,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, context: str = "none") -> None:
         super().__init__()
         if len(channels) != len(in_channels) - 1:
             raise ValueError(f"decoder needs {len(in_channels) - 1} channel sizes, got {len(channels)}")
-        self.reduce = conv_bn_relu(in_channels[-1], channels[0], kernel=1)
+        if context == "aspp":
+            self.reduce = ASPP(in_channels[-1], channels[0])
+        elif context == "pool":
+            self.reduce = PoolGate(in_channels[-1], channels[0])
+        elif context == "none":
+            self.reduce = conv_bn_relu(in_channels[-1], channels[0], kernel=1)
+        else:
+            raise CheckpointError(f"unknown decoder context {context!r}; choose none, aspp or pool")
         self.stages = nn.ModuleList()
         previous = channels[0]
         for skip, out in zip(reversed(in_channels[:-1]), channels):
@@ -282,10 +325,12 @@ class BackboneDecoderSegmenter(nn.Module):
         backbone_weights: None (random), "DEFAULT"/a torchvision weights name (downloaded) or a local classification
             state dict (e.g. ../shared/data/weights/mobilenet_v2_imagenet.pth), loaded strictly by `load_pretrained`.
         decoder_channels: fusion-stage widths, coarse to fine (4 for the 5 feature scales).
+        decoder_context: "none", "aspp" or "pool" (see `UNetDecoder`).
     """
 
     def __init__(self, backbone: str = "mobilenet_v2", num_classes: int = 23, backbone_weights: str | None = None,
-                 decoder_channels: Sequence[int] = (128, 64, 32, 16), dropout: float = 0.1) -> None:
+                 decoder_channels: Sequence[int] = (128, 64, 32, 16), dropout: float = 0.1,
+                 decoder_context: str = "none") -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise CheckpointError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
@@ -297,7 +342,8 @@ class BackboneDecoderSegmenter(nn.Module):
         with torch.no_grad():
             feats = self.backbone.eval()(torch.zeros(1, 3, 64, 64))
         self.backbone.train()
-        self.decoder = UNetDecoder([f.shape[1] for f in feats.values()], list(decoder_channels), num_classes, dropout)
+        self.decoder = UNetDecoder([f.shape[1] for f in feats.values()], list(decoder_channels), num_classes, dropout,
+                                   decoder_context)
         self.num_classes = num_classes
         self.load_report: LoadReport | None = None
 
@@ -325,11 +371,12 @@ class BackboneDecoderSegmenter(nn.Module):
 def build_segmenter(approach: str, num_classes: int, arch: str = "lraspp_mobilenet_v3_large",
                     weights: str | None = None, weights_backbone: str | None = None, aux_loss: bool = True,
                     backbone: str = "mobilenet_v2", decoder_channels: Sequence[int] = (128, 64, 32, 16),
-                    dropout: float = 0.1) -> nn.Module:
+                    dropout: float = 0.1, decoder_context: str = "none") -> nn.Module:
     """approach "torchvision" -> (a) `TorchvisionSegmenter(arch)`; "backbone_decoder" -> (b) with `backbone`,
     taking `weights_backbone` as the classification weights."""
     if approach == "torchvision":
         return TorchvisionSegmenter(arch, num_classes, weights, weights_backbone, aux_loss)
     if approach == "backbone_decoder":
-        return BackboneDecoderSegmenter(backbone, num_classes, weights_backbone, decoder_channels, dropout)
+        return BackboneDecoderSegmenter(backbone, num_classes, weights_backbone, decoder_channels, dropout,
+                                        decoder_context)
     raise CheckpointError(f"unknown approach {approach!r}; choose torchvision or backbone_decoder")

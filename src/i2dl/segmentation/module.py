@@ -77,6 +77,12 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         backbone_lr_factor: the backbone's learning rate is `lr * backbone_lr_factor`.
         schedule: "constant", or per step over the whole run: "cosine" (5% warm-up, cosine decay) or "onecycle"
             (20% warm-up, cosine decay).
+        decoder_context: (b) only: "none", "aspp" (DeepLabV3-style pyramid of dilated convolutions) or "pool"
+            (LR-ASPP's gating by the image's average features) on the coarsest features.
+        loss: "ce" (cross-entropy over every labelled pixel) or "ohem" (online hard example mining: the mean over
+            the `ohem_fraction` hardest labelled pixels of each batch, Shrivastava et al. 2016, as BiSeNet/STDC train).
+        tta: test-time augmentation at test and predict: "none" or "flip" (the mean of the logits of the image and
+            of its mirror image, mirrored back).
         channels_last: NHWC memory layout for the network and its inputs: on this CPU 1.35x faster per training step
             in float32 and 1.62x with bf16 autocast (`benchmarks/segmentation_speed.py`: MobileNetV2 U-Net, batch 8
             at 224x224, against float32 NCHW).
@@ -92,6 +98,8 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
                  schedule: Literal["constant", "cosine", "onecycle"] = "cosine",
                  class_weighting: Literal["none", "median_frequency", "inverse_sqrt"] = "none",
                  aux_weight: float = 0.5, freeze_backbone_epochs: int = 0, frozen_bn: bool = False,
+                 decoder_context: Literal["none", "aspp", "pool"] = "none", loss: Literal["ce", "ohem"] = "ce",
+                 ohem_fraction: float = 0.25, tta: Literal["none", "flip"] = "none",
                  channels_last: bool | Literal["auto"] = "auto") -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -100,7 +108,7 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         n = self.info.num_classes
         self.model = build_segmenter(approach, n, arch=arch, weights=weights, weights_backbone=weights_backbone,
                                      aux_loss=aux_loss, backbone=backbone, decoder_channels=decoder_channels,
-                                     dropout=dropout)
+                                     dropout=dropout, decoder_context=decoder_context)
         self.channels_last = resolve_channels_last(channels_last, resolve_precision("auto"))
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -142,9 +150,23 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self._layout(x))
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, hard_mining: bool = False) -> torch.Tensor:
         # float32 loss also under bf16 autocast
-        return F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
+        if not hard_mining or self.hparams.loss != "ohem":
+            return F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
+        per_pixel = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX,
+                                    reduction="none")[target != IGNORE_INDEX]
+        if per_pixel.numel() == 0:
+            return logits.sum() * 0.0
+        keep = max(1, int(per_pixel.numel() * self.hparams.ohem_fraction))
+        return per_pixel.topk(keep, sorted=False).values.mean()
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for evaluation and prediction, with the `tta` averaging."""
+        logits = self(x)
+        if self.hparams.tta == "flip":
+            logits = (logits + self(x.flip(-1)).flip(-1)) / 2
+        return logits
 
     # --- freezing ------------------------------------------------------------------------------------------------
     def backbone_frozen(self) -> bool:
@@ -175,9 +197,9 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         out, aux = self.model.forward_train(self._layout(x))
-        loss = self.loss(out, y)
+        loss = self.loss(out, y, hard_mining=True)
         if aux is not None and self.hparams.aux_weight:
-            aux_loss = self.loss(aux, y)
+            aux_loss = self.loss(aux, y, hard_mining=True)
             self.log("train/aux_loss", aux_loss)
             loss = loss + self.hparams.aux_weight * aux_loss
         self.log("train/loss", loss, prog_bar=True)
@@ -185,7 +207,7 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
 
     def _evaluate(self, stage: str, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
-        logits = self(x)
+        logits = self.predict_logits(x) if stage == "test" else self(x)
         preds = logits.argmax(1)
         self.log(f"{stage}/loss", self.loss(logits, y), sync_dist=True, batch_size=len(x))
         self.metrics[f"{stage}_acc"].update(preds, y)
