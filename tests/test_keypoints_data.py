@@ -220,3 +220,21 @@ def test_bad_data_through_the_cli_is_exit_2_with_one_line(tmp_path, shared_data)
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("i2dl: error: ") and f"{folder / 'training.csv'}, line 4:" in last
     assert "Traceback" not in proc.stderr
+
+
+def test_test_time_flip_maps_the_mirror_prediction_back():
+    """With the data's mirror constants, a network that is exactly mirror-consistent gives the same keypoints
+    with and without the test-time flip; the averaging is (plain + mirrored back) / 2."""
+    from i2dl.keypoints.data import FLIP_PERMUTATION, to_normalised
+    from i2dl.keypoints.module import FacialKeypointsRegressor
+
+    torch.manual_seed(0)
+    module = FacialKeypointsRegressor(width=4, channels_last=False, tta_mirror=[95.0] * 15).eval()
+    x = torch.rand(3, 1, 96, 96)
+    with torch.no_grad():
+        plain = module(x).view(-1, 15, 2)
+        mirror = module(x.flip(-1)).view(-1, 15, 2)[:, list(FLIP_PERMUTATION)]
+        back = torch.stack([to_normalised(95.0 - (mirror[..., 0] * 48 + 48)), mirror[..., 1]], -1)
+        assert torch.allclose(module.predict_normalised(x).view(-1, 15, 2), (plain + back) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="15 mirror constants"):
+        FacialKeypointsRegressor(tta_mirror=[95.0] * 3)

@@ -52,7 +52,7 @@ def predict(argv: list[str]) -> None:
         loaded = [load_image(p) for p in args.images]  # every file checked before any output is written
         if args.no_detect:
             inputs = [to_face_input(img) for img in loaded]
-            points96 = predict_pixels(module.model, torch.stack([x for x, _ in inputs]))
+            points96 = predict_pixels(module.predict_normalised, torch.stack([x for x, _ in inputs]))
             for path, image, (_, box), points in zip(args.images, loaded, inputs, points96):
                 original = box.to_original(points)
                 stem = Path(path).stem
@@ -66,7 +66,7 @@ def predict(argv: list[str]) -> None:
     if args.kaggle_test:
         ids, images = read_test_csv(args.kaggle_test)
         table = read_id_lookup_table(args.id_lookup)
-        points96 = predict_pixels(module.model, images.unsqueeze(1).float() / 255.0)
+        points96 = predict_pixels(module.predict_normalised, images.unsqueeze(1).float() / 255.0)
         target = Path(args.submission or out_dir / "submission.csv")
         rows = write_submission(ids, points96, table, target, args.id_lookup)
         print(f"wrote {target}: {rows} rows (RowId,Location) for {len(ids)} test images")

@@ -81,6 +81,9 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
             missing keypoints masked out.
         channels_last: NHWC memory layout, the fast one for oneDNN's bf16 kernels; "auto" uses it except with bf16
             on a CPU without AVX-512 (`i2dl.hardware.resolve_channels_last`).
+        tta_mirror: test-time flip: the data's mirror constant C_k per keypoint (pixels, x -> C_k - x, measured by
+            `benchmarks/keypoints_flip.py` on validation faces), or None for no test-time augmentation. With it,
+            test and predict average the prediction on the face and, mapped back, on its mirror image.
     Test steps return images, predictions and targets for `KeypointFigures`.
     """
 
@@ -89,9 +92,11 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
                  optimizer: Literal["adam", "adamw"] = "adam",
                  schedule: Literal["constant", "onecycle", "cosine"] = "constant",
                  loss: Literal["mse", "smooth_l1"] = "mse", smooth_l1_beta: float = 0.02,
-                 channels_last: bool | Literal["auto"] = "auto") -> None:
+                 channels_last: bool | Literal["auto"] = "auto", tta_mirror: list[float] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if tta_mirror is not None and len(tta_mirror) != NUM_KEYPOINTS:
+            raise ValueError(f"tta_mirror needs {NUM_KEYPOINTS} mirror constants, got {len(tta_mirror)}")
         self.model = build_model(arch, width=width, dropout=dropout)
         self.channels_last = resolve_channels_last(channels_last, resolve_precision("auto"))
         if self.channels_last:  # with bf16-mixed on a CPU with AMX, about 2x faster per step (measured, 1 thread)
@@ -104,6 +109,18 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
+
+    def predict_normalised(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 30) normalised keypoints for evaluation and prediction, with the test-time flip when `tta_mirror`."""
+        pred = self(x).float()
+        if self.hparams.tta_mirror is None:
+            return pred
+        from i2dl.keypoints.data import FLIP_PERMUTATION, to_normalised, to_pixels
+
+        mirror = to_pixels(self(x.flip(-1)).float().view(-1, NUM_KEYPOINTS, 2))[:, list(FLIP_PERMUTATION)]
+        constants = torch.tensor(self.hparams.tta_mirror, dtype=mirror.dtype, device=mirror.device)
+        back = torch.stack([constants - mirror[..., 0], mirror[..., 1]], dim=-1)
+        return (pred + to_normalised(back).flatten(1)) / 2
 
     def _loss(self, pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.hparams.loss == "mse":
@@ -134,7 +151,7 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         x, targets = batch
-        pred = self(x)
+        pred = self.predict_normalised(x)
         self.test_errors.update(pred, targets)
         self.log("test/loss", self._loss(pred, targets), sync_dist=True)
         return {"images": x, "pred": pred.detach().float(), "targets": targets}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,8 @@ def draw_overlay(image: Image.Image, keypoints: torch.Tensor, path: Path) -> Pat
 
 
 @torch.no_grad()
-def predict_pixels(model: torch.nn.Module, faces: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def predict_pixels(model: Callable[[torch.Tensor], torch.Tensor], faces: torch.Tensor, batch_size: int = 256
+                   ) -> torch.Tensor:
     """(N, 1, 96, 96) in [0, 1] -> (N, 15, 2) keypoints in pixels of the 96x96 faces."""
     out = [model(faces[i:i + batch_size]).float().view(-1, NUM_KEYPOINTS, 2) for i in range(0, len(faces), batch_size)]
     return to_pixels(torch.cat(out))
