@@ -283,6 +283,17 @@ class RunInfo:
     steps: int | None
     updated: str | None
     error: str | None
+    started: str | None = None
+
+    def elapsed(self) -> float | None:
+        """The run's recorded wall time; for a running run in its first session, the time since it started."""
+        if self.status != "running" or not self.started or self.wall_time:
+            return self.wall_time
+        try:
+            since = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(self.started)).total_seconds()
+        except ValueError:
+            return self.wall_time
+        return max(self.wall_time or 0.0, since)
 
     def as_row(self) -> dict[str, Any]:
         return {"run": str(self.run_dir), "lab": self.lab, "config": self.config, "status": self.status,
@@ -319,7 +330,7 @@ def list_runs(root: str | Path | None = None, max_depth: int = 5) -> list[RunInf
             config=(results or {}).get("config") or run_dir.name, status=run_status(run_dir, results),
             headline_metric=headline.get("metric"), headline_value=headline.get("value"),
             wall_time=(results or {}).get("wall_time"), steps=(results or {}).get("steps"),
-            updated=(results or {}).get("updated"),
+            updated=(results or {}).get("updated"), started=(results or {}).get("started"),
             error=(results or {}).get("error") or (None if results else "no readable results.json")))
     return sorted(found, key=lambda r: (r.updated or "", str(r.run_dir)), reverse=True)
 
@@ -338,7 +349,8 @@ def format_table(runs: list[RunInfo]) -> str:
     for r in runs:
         value = "-" if r.headline_value is None else f"{r.headline_value:.4g}"
         headline = f"{r.headline_metric} {value}" if r.headline_metric else "-"
-        time_text = "-" if r.wall_time is None else _duration(r.wall_time)
+        elapsed = r.elapsed()
+        time_text = "-" if elapsed is None else _duration(elapsed)
         rows.append([r.status, r.lab, r.config, headline, time_text, "-" if r.steps is None else str(r.steps),
                      (r.updated or "-")[:19].replace("T", " "), str(r.run_dir)])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
