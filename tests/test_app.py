@@ -284,6 +284,19 @@ def test_runs_lists_every_run_folder_with_its_figures(client, app_files):
     assert {row[1] for row in digits_only["data"]} == {"digits"}
 
 
+def test_a_tab_without_checkpoints_says_how_to_train_one(tmp_path):
+    from i2dl.app.common import TRAIN_HINTS, AppContext
+    from i2dl.app.server import build_app
+
+    page = build_app(AppContext(runs=tmp_path / "no_runs_yet", work_dir=tmp_path))
+    hints = [block for block in page.blocks.values() if "i2dl-hint" in (getattr(block, "elem_classes", None) or [])]
+    assert len(hints) == 5 and all(hint.visible for hint in hints)
+    text = "\n".join(hint.value for hint in hints)
+    for lab, commands in TRAIN_HINTS.items():
+        assert f"`{commands[0][0]}` ({commands[0][1]})" in text, lab
+    assert "i2dl digits fit -c configs/digits/fc.yaml` (33 s" in text
+
+
 # --- bad input: a message in the page, and the server goes on ------------------------------------------------------
 def bad_files(tmp_path: Path) -> dict[str, Path]:
     files = {"text": tmp_path / "notes.png", "truncated": tmp_path / "cut.jpg", "bomb": tmp_path / "bomb.png",

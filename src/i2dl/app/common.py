@@ -119,64 +119,70 @@ def _number(value: Any) -> float | None:
     return number if number == number else None
 
 
-def summarize_run(run_dir: Path, root: Path) -> RunSummary:
-    """Lab, config, status, headline and time of a run folder, from its results.json however old."""
-    rel_parts = run_dir.relative_to(root).parts
-    guessed_lab = next((p for p in rel_parts if p in LABS), rel_parts[0] if rel_parts else "?")
-    data = _read_json(run_dir / "results.json")
-    results = data or {}
-    if data is not None and data.get("schema", "").startswith("i2dl.results/"):
-        headline = data.get("headline") or {}
-        status = str(data.get("status") or "?")
-        from i2dl.runs import is_locked  # a "running" run whose process died reads "failed", as `i2dl runs` says
+def _rel(run_dir: Path, root: Path) -> str:
+    parts = run_dir.relative_to(root).parts
+    return str(Path(*parts)) if parts else "."
 
-        if status == "running" and not is_locked(run_dir):
-            status = "failed"
-        summary = RunSummary(run_dir, str(Path(*rel_parts)) if rel_parts else ".", str(data.get("lab") or
-                             guessed_lab), str(data.get("config") or run_dir.name), status, headline.get("metric"),
-                             _number(headline.get("value")), _number(data.get("wall_time")),
-                             data.get("steps") if isinstance(data.get("steps"), int) else None,
-                             str(data.get("updated") or _mtime_iso(run_dir / "results.json")), results)
-    else:  # no results.json, or an older flat one: {"test/acc": 0.98, ...} or {"metrics": {...}}
-        metrics = results.get("metrics") if isinstance(results.get("metrics"), dict) else results
-        metric = next((m for m in OLD_HEADLINES if _number(metrics.get(m)) is not None), None)
-        summary = RunSummary(run_dir, str(Path(*rel_parts)) if rel_parts else ".", guessed_lab, run_dir.name,
-                             "old results.json" if data is not None else "no results.json", metric,
-                             _number(metrics.get(metric)) if metric else None, _number(results.get("wall_time")),
-                             None, _mtime_iso(run_dir / "results.json" if data is not None else run_dir), results)
+
+def _guess_lab(run_dir: Path, root: Path) -> str:
+    parts = run_dir.relative_to(root).parts
+    return next((p for p in parts if p in LABS), parts[0] if parts else "?")
+
+
+def _from_listing(info, root: Path) -> RunSummary:
+    """A run as `i2dl runs` lists it (i2dl.runs.RunInfo); a results.json of an older, flat layout ({"test/acc": ...}
+    or {"metrics": {...}}) is read for what it holds."""
+    from i2dl.runs import read_results
+
+    results = read_results(info.run_dir)
+    summary = RunSummary(info.run_dir, _rel(info.run_dir, root), info.lab, info.config, info.status,
+                         info.headline_metric, _number(info.headline_value), _number(info.wall_time),
+                         info.steps if isinstance(info.steps, int) else None,
+                         info.updated or _mtime_iso(info.run_dir / "results.json"), results or {})
+    if results is None:
+        old = _read_json(info.run_dir / "results.json")
+        if old is not None:
+            metrics = old.get("metrics") if isinstance(old.get("metrics"), dict) else old
+            metric = next((m for m in OLD_HEADLINES if _number(metrics.get(m)) is not None), None)
+            summary.lab, summary.status, summary.results = _guess_lab(info.run_dir, root), "old results.json", old
+            summary.metric, summary.value = metric, _number(metrics.get(metric)) if metric else None
+            summary.wall_time = _number(old.get("wall_time"))
     return summary
 
 
-def _is_run_dir(dirpath: Path, dirnames: list[str], filenames: list[str]) -> bool:
-    return "results.json" in filenames or ".lock" in filenames or (
-        "checkpoints" in dirnames and any(p.suffix in {".ckpt", ".pt"} for p in (dirpath / "checkpoints").iterdir()))
+def _holds_checkpoints(run_dir: Path) -> bool:
+    folder = run_dir / "checkpoints"
+    return folder.is_dir() and not folder.is_symlink() and any(p.suffix in {".ckpt", ".pt"} for p in folder.iterdir())
 
 
 def find_runs(root: Path, max_depth: int = 6) -> list[RunSummary]:
-    """Every run folder under `root` (results.json, a lock, or a checkpoints/ folder), newest first. Symbolic links
-    are not followed: the app reads nothing outside the folder it was given."""
+    """Every run folder under `root`, newest first: what `i2dl runs` lists (i2dl.runs.list_runs: a results.json or a
+    lock), and folders that hold only checkpoints/. Symbolic links are not followed: the app reads nothing outside
+    the folder it was given."""
+    from i2dl.runs import list_runs
+
     root = Path(root)
     if not root.is_dir():
         return []
-    found: list[RunSummary] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    found = {summary.rel: summary for summary in (_from_listing(info, root)
+                                                  for info in list_runs(root, max_depth=max_depth))}
+    for dirpath, dirnames, _ in os.walk(root):
         path = Path(dirpath)
         depth = len(path.relative_to(root).parts)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS | {"checkpoints"}
                              and depth < max_depth and not (path / d).is_symlink())
+        rel = _rel(path, root)
         try:
-            is_run = _is_run_dir(path, dirnames, filenames)
+            if rel not in found and _holds_checkpoints(path):
+                found[rel] = RunSummary(path, rel, _guess_lab(path, root), path.name, "no results.json", None,
+                                        None, None, None, _mtime_iso(path / "checkpoints"))
         except OSError:
             continue
-        if is_run:
-            summary = summarize_run(path, root)
-            summary.checkpoint = best_checkpoint(path, CHECKPOINT_SUFFIXES.get(summary.lab))
-            if summary.checkpoint is not None:
-                summary.checkpoint_rel = str(summary.checkpoint.relative_to(root))
-            found.append(summary)
-        if "checkpoints" in dirnames:
-            dirnames.remove("checkpoints")
-    return sorted(found, key=lambda r: (r.updated, r.rel), reverse=True)
+    for summary in found.values():
+        summary.checkpoint = best_checkpoint(summary.run_dir, CHECKPOINT_SUFFIXES.get(summary.lab))
+        if summary.checkpoint is not None:
+            summary.checkpoint_rel = str(summary.checkpoint.relative_to(root))
+    return sorted(found.values(), key=lambda r: (r.updated, r.rel), reverse=True)
 
 
 def best_checkpoint(run_dir: Path, suffix: str | None) -> Path | None:
@@ -219,12 +225,19 @@ def resolve_checkpoint(root: Path, choice: str | None, lab: str) -> Path:
         raise AppError(f"`{choice}` is not a checkpoint file (.ckpt or .pt) in the runs folder `{root}`")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     if run_dir.is_relative_to(root_resolved) and run_dir != root_resolved:
-        found = summarize_run(run_dir, root_resolved).lab
+        found = run_lab(run_dir, root_resolved)
         if found in LABS and found != lab:
             raise AppError(wrong_lab(choice, LAB_NOUNS[found], lab))
     if path.suffix != CHECKPOINT_SUFFIXES[lab]:
         raise AppError(wrong_lab(choice, "an RL" if path.suffix == ".pt" else "a Lightning (supervised lab)", lab))
     return path
+
+
+def run_lab(run_dir: Path, root: Path) -> str:
+    """The lab a run folder belongs to: its results.json says, else the folder names (runs/<lab>/...)."""
+    from i2dl.runs import read_results
+
+    return str((read_results(run_dir) or {}).get("lab") or _guess_lab(run_dir, root))
 
 
 def wrong_lab(choice: str, found: str, lab: str) -> str:
