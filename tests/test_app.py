@@ -39,31 +39,35 @@ SCREENSHOTS = os.environ.get("I2DL_APP_SCREENSHOTS")  # where the browser test k
 
 # --- the runs folder ---------------------------------------------------------------------------------------------
 def train_digits(run_dir: Path) -> Path:
-    """The lab's 784-128-10 net, one pass over 20,000 real MNIST images (about 94% right), and a figure."""
+    """The lab's 784-128-10 net, four passes over 8,000 real MNIST test images (2,000 others held out: about 90%
+    right), on one thread (a tiny net; two threads only wait on each other when other jobs hold the cores)."""
     from i2dl.data.idx import load_split
     from i2dl.digits.module import DigitClassifier
     from i2dl.viz import plot_image_grid
 
     torch.manual_seed(0)
-    images, labels = load_split("mnist", "train", SHARED_DATA, download_missing=False)
+    images, labels = load_split("mnist", "test", SHARED_DATA, download_missing=False)
+    x_all, y_all = images.float().div(255).unsqueeze(1), labels
     module = DigitClassifier(arch="lab_fc")
     optimizer = torch.optim.Adam(module.parameters(), lr=2e-3)
-    x_all = images[:20000].float().div(255).unsqueeze(1)
-    for start in range(0, 20000, 64):
-        x, y = x_all[start:start + 64], labels[start:min(start + 64, 20000)]
-        loss = torch.nn.functional.cross_entropy(module(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    module.eval()
-    test_images, test_labels = load_split("mnist", "test", SHARED_DATA, download_missing=False)
-    with torch.no_grad():
-        accuracy = float((module(test_images[:2000].float().div(255).unsqueeze(1)).argmax(1)
-                          == test_labels[:2000]).float().mean())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(4):
+            for start in range(2000, 10000, 64):
+                loss = torch.nn.functional.cross_entropy(module(x_all[start:start + 64]), y_all[start:start + 64])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        module.eval()
+        with torch.no_grad():
+            accuracy = float((module(x_all[:2000]).argmax(1) == y_all[:2000]).float().mean())
+    finally:
+        torch.set_num_threads(threads)
     path = save_lightning_checkpoint(module, run_dir, "digits", "fc", "test/acc", accuracy,
                                      {"model": {"arch": "lab_fc"}, "data": {"dataset": "mnist"}})
-    plot_image_grid(test_images[:8], [str(int(v)) for v in test_labels[:8]], run_dir / "figures" /
-                    "test_predictions.png", ncols=8, title="test digits")
+    plot_image_grid(images[:8], [str(int(v)) for v in labels[:8]], run_dir / "figures" / "test_predictions.png",
+                    ncols=8, title="test digits")
     return path
 
 
