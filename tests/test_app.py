@@ -377,6 +377,14 @@ def test_the_server_hands_out_its_own_files_only(server, client, app_files):
     assert get(str(REPO / "pyproject.toml")) == 403
     assert get("https://example.com/x.png") == 403  # no fetching of URLs for anyone
     assert httpx.get(server["url"] + "file=http://example.com/", timeout=10).status_code == 403
+    for path in ["https://example.com/face.png", "http:\\/\\/example.com/face.png", "//example.com/face.png"]:
+        body = '{"data": [{"path": "%s", "meta": {"_type": "gradio.FileData"}}, "x"]}' % path
+        response = httpx.post(server["url"] + "gradio_api/call/keypoints", content=body, timeout=10,
+                              headers={"content-type": "application/json"})
+        assert response.status_code == 403 and "never URLs" in response.text, path
+    message = client.predict(handle_file(str(app_files["photo"])), rel(app_files, "keypoints"),
+                             api_name="/keypoints")[-1]
+    assert "2 faces" in message  # uploads still work
 
 
 # --- the real browser ---------------------------------------------------------------------------------------------

@@ -8,10 +8,13 @@ only reads, and never walks out of). No path on the disk is served as such (`all
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
+from urllib.parse import unquote
 
 from i2dl.app.common import MAX_PIXELS, MAX_UPLOAD, AppContext, TabParts
 
@@ -53,26 +56,59 @@ def refuse_decompression_bombs() -> None:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
+REMOTE = re.compile(r"^\s*(?:[a-zA-Z][a-zA-Z0-9+.-]*:)?//")  # scheme://... or //host...
+
+
+def names_remote_file(value) -> bool:
+    """Whether a decoded JSON payload holds a file object whose path is a URL (at any depth)."""
+    if isinstance(value, dict):
+        path = value.get("path")
+        return (isinstance(path, str) and bool(REMOTE.match(path))) or any(map(names_remote_file, value.values()))
+    if isinstance(value, list):
+        return any(map(names_remote_file, value))
+    return False
+
+
 class RefuseRemoteFiles:
-    """ASGI middleware: Gradio's `/file=<URL>` route would fetch any public URL and stream it back; this app serves
-    local files only, so such requests get 403 before Gradio sees them."""
+    """ASGI middleware: Gradio fetches URLs for clients, and this app fetches nothing. `/file=<URL>` would stream
+    any public URL back, and a call whose file input's path is a URL would make the server download it; both get
+    403 before Gradio sees them. (Uploads are multipart and pass; other requests' bodies are read whole to check.)"""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            from urllib.parse import unquote
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = unquote(scope.get("path", ""))
+        marker = path.find("/file=")
+        target = path[marker + 6:] if marker >= 0 else ""
+        if marker >= 0 and ("://" in target or target.startswith("//")):
+            return await self.refuse(send, b"this app serves its own files only")
+        headers = dict(scope.get("headers") or [])
+        if scope.get("method") == "POST" and b"multipart" not in headers.get(b"content-type", b""):
+            messages, more = [], True
+            while more:
+                message = await receive()
+                messages.append(message)
+                more = message["type"] == "http.request" and message.get("more_body", False)
+            try:
+                payload = json.loads(b"".join(m.get("body", b"") for m in messages) or b"null")
+            except ValueError:
+                payload = None  # not JSON: Gradio answers it
+            if names_remote_file(payload):
+                return await self.refuse(send, b"this app reads uploaded files only, never URLs")
+            pending = iter(messages)
 
-            path = unquote(scope.get("path", ""))
-            marker = path.find("/file=")
-            target = path[marker + 6:] if marker >= 0 else ""
-            if marker >= 0 and ("://" in target or target.startswith("//")):
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"text/plain")]})
-                await send({"type": "http.response.body", "body": b"this app serves local files only"})
-                return
-        await self.app(scope, receive, send)
+            async def replay():
+                return next(pending, None) or await receive()
+            return await self.app(scope, replay, send)
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    async def refuse(send, text: bytes) -> None:
+        await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": text})
 
 
 def theme():
