@@ -151,3 +151,12 @@ def test_contrastive_fixmatch_story_and_the_encoder_cache(tmp_path, shared_data)
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert results["lab"] == "autoencoder" and results["status"] == "finished"
     assert 0 <= results["headline"]["value"] <= 1
+
+
+def test_distribution_alignment_pulls_an_over_predicted_class_back():
+    from i2dl.autoencoder.semi import align_distribution
+
+    probs = torch.tensor([[0.6, 0.4, 0.0], [0.5, 0.5, 0.0]]) + 1e-3
+    running = torch.tensor([0.6, 0.2, 0.2])  # class 0 predicted three times too often
+    aligned = align_distribution(probs / probs.sum(1, keepdim=True), running)
+    assert torch.allclose(aligned.sum(1), torch.ones(2)) and (aligned.argmax(1) == 1).all()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from i2dl.autoencoder.model import Autoencoder, Classifier, ContrastiveNet, resolved_width
-from i2dl.autoencoder.semi import contrastive_views, fixmatch_loss, nt_xent, strong_augment, weak_augment
+from i2dl.autoencoder.semi import align_distribution, contrastive_views, fixmatch_loss, nt_xent, strong_augment, weak_augment
 from i2dl.errors import CheckpointError
 from i2dl.checkpoints import check_state_dict_compatible
 from i2dl.checkpoints import load as load_checkpoint
@@ -199,6 +199,8 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
         unlabeled_weight, threshold: FixMatch, used when the training batches also carry unlabeled images
             (`AutoencoderDataModule(unlabeled_ratio > 0)`): the weight of the unlabeled loss and the confidence
             a weak view's prediction needs to become the strong view's target.
+        distribution_alignment: align the weak views' predictions with the (balanced) class distribution before
+            taking pseudo-labels, using a running average of the predictions (`alignment_momentum`).
         seed: seeds each step's weak and strong views of the unlabeled images.
     Logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`; with unlabeled images also
     `train/loss_labeled`, `train/loss_unlabeled` and `train/confident` (share of unlabeled images above the
@@ -210,7 +212,8 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
                  encoder_mode: Literal["full", "lower_lr", "frozen"] = "lower_lr", encoder_lr_ratio: float = 0.1,
                  lr: float = 1e-3, weight_decay: float = 1e-4, schedule: Literal["constant", "onecycle"] = "onecycle",
                  label_smoothing: float = 0.1, head_hidden: int = 64, dropout: float = 0.3,
-                 unlabeled_weight: float = 1.0, threshold: float = 0.95, seed: int = 0) -> None:
+                 unlabeled_weight: float = 1.0, threshold: float = 0.95, distribution_alignment: bool = False,
+                 alignment_momentum: float = 0.99, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = Classifier(arch, latent_dim, num_classes, hidden=head_hidden, dropout=dropout, width=width)
@@ -219,6 +222,9 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
             self.model.encoder.requires_grad_(False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # the running average of the weak views' predictions (distribution alignment); not saved, so classifiers
+        # written before it existed still load (a resumed run starts it uniform again; it adapts within ~100 steps)
+        self.register_buffer("prediction_average", torch.full((num_classes,), 1.0 / num_classes), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -255,7 +261,12 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
             weak_logits = self(weak)
         labeled, strong_logits = self(torch.cat([x, strong])).split([len(x), len(strong)])
         loss_labeled = F.cross_entropy(labeled.float(), y, label_smoothing=hp.label_smoothing)
-        loss_unlabeled, confident, _ = fixmatch_loss(weak_logits, strong_logits, hp.threshold)
+        weak_probs = weak_logits.float().softmax(-1)
+        if hp.distribution_alignment:
+            momentum = hp.alignment_momentum
+            self.prediction_average.mul_(momentum).add_(weak_probs.mean(0), alpha=1 - momentum)
+            weak_probs = align_distribution(weak_probs, self.prediction_average)
+        loss_unlabeled, confident, _ = fixmatch_loss(weak_logits, strong_logits, hp.threshold, weak_probs)
         loss = loss_labeled + hp.unlabeled_weight * loss_unlabeled
         self.log_dict({"train/loss_labeled": loss_labeled, "train/loss_unlabeled": loss_unlabeled,
                        "train/confident": confident})

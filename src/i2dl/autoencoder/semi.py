@@ -83,12 +83,23 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     return F.cross_entropy(similarity, targets)
 
 
-def fixmatch_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float = 0.95
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def align_distribution(probs: torch.Tensor, running_mean: torch.Tensor, target: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """Distribution alignment (ReMixMatch, Berthelot et al. 2020): scale each prediction by target / the model's
+    running average prediction and renormalise, so that a class the model over-predicts on unlabeled images (a
+    cluster of 7s taken for 2s) is pulled back towards its share (uniform by default)."""
+    target = torch.full_like(running_mean, 1.0 / len(running_mean)) if target is None else target
+    aligned = probs * (target / running_mean.clamp(min=1e-6))
+    return aligned / aligned.sum(-1, keepdim=True)
+
+
+def fixmatch_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float = 0.95,
+                  weak_probs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FixMatch's unlabeled loss: cross-entropy of the strong view's logits against the weak view's argmax, counted
     only where the weak view's top probability reaches `threshold` (averaged over all unlabeled images). Returns
-    (loss, share of images above the threshold, pseudo-labels)."""
-    probs = logits_weak.detach().float().softmax(-1)
+    (loss, share of images above the threshold, pseudo-labels). `weak_probs` replaces the weak view's softmax (e.g.
+    after `align_distribution`)."""
+    probs = logits_weak.detach().float().softmax(-1) if weak_probs is None else weak_probs.detach()
     confidence, pseudo = probs.max(-1)
     mask = (confidence >= threshold).float()
     loss = (F.cross_entropy(logits_strong.float(), pseudo, reduction="none") * mask).mean()
