@@ -475,6 +475,7 @@ def test_in_a_real_browser(browser, server, app_files):
     page.locator("#runs-table").get_by_text("digits/fc", exact=True).first.click()
     page.wait_for_selector("#runs-figures img", timeout=30000)
     page.wait_for_function("[...document.querySelectorAll('#runs-figures img')].some(i => i.naturalWidth > 0)")
+    page.locator("#runs-table").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "runs.png"))
 
     assert not errors, errors

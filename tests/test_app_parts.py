@@ -154,6 +154,13 @@ def test_keypoints_predict_finds_the_faces_of_whole_photos_unless_told_not_to(tm
     assert len(json.loads((out / "wall_keypoints.json").read_text())["keypoints"]) == 15
 
 
+def test_app_command_mistakes_are_one_line(tmp_path):
+    code, _, err = run_main("app", "--runs", str(tmp_path / "missing"))
+    assert code == 2 and err.strip() == f"i2dl: error: --runs {tmp_path / 'missing'}: no such folder"
+    code, _, err = run_main("app", "--port", "70000")
+    assert code == 2 and "--port 70000: choose 1 to 65535" in err
+
+
 # --- images from uploads -------------------------------------------------------------------------------------------
 def test_read_photo_refuses_what_is_not_a_sound_image_of_a_sane_size(tmp_path):
     (tmp_path / "notes.png").write_text("hello")

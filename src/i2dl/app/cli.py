@@ -38,7 +38,12 @@ def main(argv: list[str]) -> None:
     from i2dl.app.server import launch
 
     data_dir = Path(args.data_dir) if args.data_dir else None
-    page, url, work_dir = launch(runs, host=args.host, port=args.port, data_dir=data_dir, block=False, quiet=True)
+    try:
+        page, url, work_dir = launch(runs, host=args.host, port=args.port, data_dir=data_dir, block=False,
+                                     quiet=True)
+    except OSError as err:  # Gradio: "Cannot find empty port ..."
+        raise I2DLError(f"cannot serve on {args.host}:{args.port} ({str(err).splitlines()[0]}); give another "
+                        f"--port, or stop what uses it") from None
     print(f"i2dl app: {url} (runs from {runs}, ready in {time.perf_counter() - started:.1f} s; Ctrl-C stops it)",
           flush=True)
 

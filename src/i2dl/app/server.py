@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -164,11 +165,15 @@ def launch(runs: Path, host: str = "127.0.0.1", port: int | None = None, data_di
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     page = build_app(ctx)
     page.queue(default_concurrency_limit=2)
-    _, url, _ = page.launch(server_name=host, server_port=port, share=False, inbrowser=False,
-                            prevent_thread_lock=True, show_error=True, allowed_paths=[],
-                            max_file_size=MAX_UPLOAD, ssr_mode=False, quiet=quiet, enable_monitoring=False,
-                            app_kwargs={"middleware": [Middleware(RefuseRemoteFiles)]}, footer_links=["api"],
-                            theme=theme(), css=CSS, js=JS)
+    try:
+        _, url, _ = page.launch(server_name=host, server_port=port, share=False, inbrowser=False,
+                                prevent_thread_lock=True, show_error=True, allowed_paths=[],
+                                max_file_size=MAX_UPLOAD, ssr_mode=False, quiet=quiet, enable_monitoring=False,
+                                app_kwargs={"middleware": [Middleware(RefuseRemoteFiles)]}, footer_links=["api"],
+                                theme=theme(), css=CSS, js=JS)
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
     if block:
         page.block_thread()
     return page, url, work_dir
