@@ -161,6 +161,36 @@ def test_app_command_mistakes_are_one_line(tmp_path):
     assert code == 2 and "--port 70000: choose 1 to 65535" in err
 
 
+def test_pong_points_are_counted_for_both_players_and_atari_frames_are_blown_up(tmp_path):
+    from i2dl.app.rl import ScoreKeeper, VideoFrames
+
+    class Rally:
+        rewards = [0.0, 1.0, 0.0, -1.0, -1.0]
+
+        def reset(self, **kwargs):
+            self.t = 0
+            return 0, {}
+
+        def step(self, action):
+            self.t += 1
+            return 0, self.rewards[self.t - 1], self.t == len(self.rewards), False, {}
+
+        def render(self):
+            return np.zeros((210, 160, 3), dtype=np.uint8)
+
+    env = ScoreKeeper(Rally())
+    env.reset(seed=1)
+    while not env.step(0)[2]:
+        pass
+    assert env.points == [1, 2] and env.steps == 5 and env.render().shape == (210, 160, 3)
+    imageio = pytest.importorskip("imageio.v2")
+    frames = VideoFrames(tmp_path / "pong.mp4", fps=30)
+    for _ in range(4):
+        frames.append(env.render())
+    frames.close()
+    assert len(frames) == 4 and imageio.get_reader(tmp_path / "pong.mp4").get_meta_data()["size"] == (320, 420)
+
+
 # --- images from uploads -------------------------------------------------------------------------------------------
 def test_read_photo_refuses_what_is_not_a_sound_image_of_a_sane_size(tmp_path):
     (tmp_path / "notes.png").write_text("hello")
