@@ -53,7 +53,7 @@ def find_keypoints(ctx: AppContext, photo, choice: str | None) -> tuple[np.ndarr
         raise AppError(f"No face found in {name} ({image.width}x{image.height}). The detector finds frontal, "
                        f"upright faces of at least {MIN_FACE} pixels; try a photo where the faces look at the camera.")
     module = ctx.models.get(LAB, path, lambda p: load_module(FacialKeypointsRegressor, p))
-    keypoints = keypoints_of_faces(module.model, image, boxes)
+    keypoints = keypoints_of_faces(module.predict_normalised, image, boxes)  # with its test-time flip, if any
     data = faces_json(name, image.width, image.height, boxes, keypoints)
     out = ctx.output_path(f"{Path(name).stem}_keypoints.json")
     out.write_text(json.dumps(data, indent=2) + "\n")

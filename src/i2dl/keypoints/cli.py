@@ -61,7 +61,8 @@ def predict(argv: list[str]) -> None:
                 x, y = original[0].tolist()
                 print(f"{path}: {box.width}x{box.height}, left eye centre at ({x:.1f}, {y:.1f}) -> {overlay}, {data}")
         else:  # whole photos: every face found, cropped and given its keypoints
-            for path, faces, overlay, data in predict_photos(module.model, args.images, loaded, out_dir):
+            for path, faces, overlay, data in predict_photos(module.predict_normalised, args.images, loaded,
+                                                             out_dir):
                 print(f"{path}: {faces} face{'s' if faces != 1 else ''} -> {overlay}, {data}")
     if args.kaggle_test:
         ids, images = read_test_csv(args.kaggle_test)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -103,8 +104,10 @@ def crop_face(image: Image.Image, box: FaceBox) -> tuple[Image.Image, tuple[int,
     return square, (left, top)
 
 
-def keypoints_of_faces(model: torch.nn.Module, image: Image.Image, boxes: list[FaceBox]) -> torch.Tensor:
-    """(faces, 15, 2) keypoints in the photo's pixels for the faces in `boxes` (one batch through the network)."""
+def keypoints_of_faces(model: Callable[[torch.Tensor], torch.Tensor], image: Image.Image,
+                       boxes: list[FaceBox]) -> torch.Tensor:
+    """(faces, 15, 2) keypoints in the photo's pixels for the faces in `boxes` (one batch through `model`, which maps
+    (N, 1, 96, 96) faces to (N, 30) normalised keypoints: the network, or the module's `predict_normalised`)."""
     if not boxes:
         return torch.zeros(0, len(KEYPOINT_NAMES), 2)
     inputs, offsets = [], []
@@ -129,7 +132,7 @@ def faces_json(image_name: str, width: int, height: int, boxes: list[FaceBox], k
                       for box, points in zip(boxes, keypoints)]}
 
 
-def predict_photos(model: torch.nn.Module, paths: list[str], images: list[Image.Image],
+def predict_photos(model: Callable[[torch.Tensor], torch.Tensor], paths: list[str], images: list[Image.Image],
                    out_dir: Path) -> list[tuple[str, int, Path, Path]]:
     """`i2dl keypoints predict` on whole photos: the faces of every photo found first (a photo without one is a
     DataError before anything is written), then per photo an overlay PNG of all faces' keypoints and a JSON file.
