@@ -160,3 +160,13 @@ def test_distribution_alignment_pulls_an_over_predicted_class_back():
     running = torch.tensor([0.6, 0.2, 0.2])  # class 0 predicted three times too often
     aligned = align_distribution(probs / probs.sum(1, keepdim=True), running)
     assert torch.allclose(aligned.sum(1), torch.ones(2)) and (aligned.argmax(1) == 1).all()
+
+
+def test_stage_configs_may_name_callbacks_as_lightningcli_does():
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from i2dl.autoencoder.story import config_callbacks
+
+    args, made = config_callbacks({"max_steps": 10, "callbacks": [
+        {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.99}}]})
+    assert args == {"max_steps": 10} and len(made) == 1 and isinstance(made[0], EMAWeightAveraging)

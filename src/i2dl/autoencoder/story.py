@@ -176,20 +176,35 @@ def finetune_config(story: Story, encoder: Path | None, probe_steps: int = 0) ->
         config["model"]["encoder_mode"] = story.encoder_mode
     if probe_steps:  # the head alone, on the fixed pretrained encoder, at a constant learning rate, labels only
         config["trainer"]["max_steps"] = probe_steps
+        config["trainer"].pop("callbacks", None)
         config["model"].update(encoder_mode="frozen", schedule="constant")
         config["data"]["unlabeled_ratio"] = 0
     return _apply(config, "finetune", story)
 
 
+def config_callbacks(trainer_args: dict) -> tuple[dict, list]:
+    """The trainer settings without `callbacks`, and those callbacks instantiated from the config's
+    `{class_path, init_args}` entries (as LightningCLI reads them), e.g. Lightning's EMAWeightAveraging."""
+    import importlib
+
+    trainer_args = dict(trainer_args)
+    made = []
+    for entry in trainer_args.pop("callbacks", None) or []:
+        module_name, _, name = entry["class_path"].rpartition(".")
+        made.append(getattr(importlib.import_module(module_name), name)(**(entry.get("init_args") or {})))
+    return trainer_args, made
+
+
 def run_finetune(story: Story, run_dir: Path, config: dict, title: str) -> dict[str, float]:
     module = EncoderClassifier(**config["model"])
     data = AutoencoderDataModule(**config["data"])
+    trainer_args, extra = config_callbacks(config["trainer"])
     start = time.perf_counter()
     # no checkpoint selection by validation: with ~100 labeled validation images val/acc moves in steps of 1% and
     # ties keep the earliest epoch; the stage trains for a fixed step budget and best.ckpt holds the final weights
-    metrics = fit_in_run_folder(run_dir, "autoencoder", Path(config["path"]).stem, module, data, config["trainer"],
+    metrics = fit_in_run_folder(run_dir, "autoencoder", Path(config["path"]).stem, module, data, trainer_args,
                                 seed=config["seed_everything"], monitor=None, mode="max", headline="test/acc",
-                                callbacks=[ClassificationFigures(run_dir, data.classes, title, grid=False)])
+                                callbacks=[*extra, ClassificationFigures(run_dir, data.classes, title, grid=False)])
     return {"test_acc": metrics.get("test/acc", float("nan")), "val_acc": metrics.get("val/acc", float("nan")),
             "seconds": time.perf_counter() - start}
 
