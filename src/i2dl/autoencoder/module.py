@@ -201,6 +201,7 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
             a weak view's prediction needs to become the strong view's target.
         distribution_alignment: align the weak views' predictions with the (balanced) class distribution before
             taking pseudo-labels, using a running average of the predictions (`alignment_momentum`).
+        strong_strength: scales the strong view's distortions (`i2dl.autoencoder.semi.strong_augment`).
         seed: seeds each step's weak and strong views of the unlabeled images.
     Logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`; with unlabeled images also
     `train/loss_labeled`, `train/loss_unlabeled` and `train/confident` (share of unlabeled images above the
@@ -213,7 +214,7 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
                  lr: float = 1e-3, weight_decay: float = 1e-4, schedule: Literal["constant", "onecycle"] = "onecycle",
                  label_smoothing: float = 0.1, head_hidden: int = 64, dropout: float = 0.3,
                  unlabeled_weight: float = 1.0, threshold: float = 0.95, distribution_alignment: bool = False,
-                 alignment_momentum: float = 0.99, seed: int = 0) -> None:
+                 alignment_momentum: float = 0.99, strong_strength: float = 1.0, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = Classifier(arch, latent_dim, num_classes, hidden=head_hidden, dropout=dropout, width=width)
@@ -256,7 +257,7 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
         hp = self.hparams
         generator = step_generator(hp.seed, self.global_step)
         weak = weak_augment(unlabeled.cpu(), generator).to(x.device)
-        strong = strong_augment(unlabeled.cpu(), generator).to(x.device)
+        strong = strong_augment(unlabeled.cpu(), generator, hp.strong_strength).to(x.device)
         with torch.no_grad():  # the weak view only provides targets: a forward pass without backward is enough
             weak_logits = self(weak)
         labeled, strong_logits = self(torch.cat([x, strong])).split([len(x), len(strong)])

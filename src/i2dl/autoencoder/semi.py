@@ -58,14 +58,16 @@ def cutout(x: torch.Tensor, generator: torch.Generator, min_size: int = 6, max_s
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-def strong_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Large affine distortion, random contrast and brightness, then Cutout."""
-    x = random_affine(x, generator, max_rotation=25.0, max_shear=20.0, scale=(0.75, 1.2), max_shift=0.15)
+def strong_augment(x: torch.Tensor, generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Large affine distortion, random contrast and brightness, then Cutout; `strength` scales every magnitude
+    (1: rotation 25 degrees, shear 20, scale 0.75-1.2, shift 15%, Cutout squares of 6-14 pixels)."""
+    x = random_affine(x, generator, max_rotation=25.0 * strength, max_shear=20.0 * strength,
+                      scale=(1 - 0.25 * strength, 1 + 0.2 * strength), max_shift=0.15 * strength)
     n = x.shape[0]
-    contrast = _uniform(n, 0.5, 1.0, generator).view(n, 1, 1, 1)    # fainter ink
-    brightness = _uniform(n, 0.0, 0.2, generator).view(n, 1, 1, 1)  # a grey background
+    contrast = _uniform(n, 1 - 0.5 * strength, 1.0, generator).view(n, 1, 1, 1)    # fainter ink
+    brightness = _uniform(n, 0.0, 0.2 * strength, generator).view(n, 1, 1, 1)  # a grey background
     x = x * contrast + brightness * (1 - x)
-    return cutout(x, generator)
+    return cutout(x, generator, min_size=max(1, round(6 * strength)), max_size=max(1, round(14 * strength)))
 
 
 def contrastive_views(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
