@@ -111,7 +111,8 @@ def main() -> None:
     os.environ.setdefault("I2DL_DATA", str(REPO.parent / "shared" / "data"))
     from i2dl.hardware import describe
 
-    print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}; date: {time.strftime('%Y-%m-%d %H:%M')}")
+    machine = describe()
+    print(f"machine: {machine}; load average {os.getloadavg()[0]:.1f}; date: {time.strftime('%Y-%m-%d %H:%M')}")
     rows = []
     for name in args.only:
         if name == "overhead":

@@ -67,7 +67,7 @@ def main() -> None:
     from i2dl.hardware import describe
 
     print(f"\nmachine: {describe()}; load average {os.getloadavg()[0]:.1f}")
-    print(f"\n| seed | test score | test RMSE (px) | train+test wall (min) |\n|---|---|---|---|")
+    print("\n| seed | test score | test RMSE (px) | train+test wall (min) |\n|---|---|---|---|")
     for seed, m, wall in results:
         print(f"| {seed} | {m['score']:.1f} | {m['rmse_px']:.3f} | {wall / 60:.1f} |")
     scores = [m["score"] for _, m, _ in results]

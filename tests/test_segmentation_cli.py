@@ -3,7 +3,6 @@ from our own checkpoint, colour-mask predictions, ONNX export checked with onnxr
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
