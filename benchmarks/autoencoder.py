@@ -139,9 +139,11 @@ def sweep(args) -> None:
     path = OUT / f"sweep_{args.dataset}.csv"
     rows = read_rows(path)
     done = {(r["cell_pretrain"], r["cell_finetune"], r["num_labels"], r["seed"]) for r in rows}
-    cells = [BEST, ("autoencoder", "labels"), ("none", "labels"), ("none", "fixmatch")]
+    cells = [BEST, ("contrastive", "labels"), ("autoencoder", "labels"), ("none", "labels"), ("none", "fixmatch")]
     for n in args.num_labels:
         for pretrain, finetune in cells:
+            if n == "all" and finetune == "fixmatch":
+                continue  # every training image is labeled: no unlabeled images for FixMatch to learn from
             for seed in args.seeds:
                 if (pretrain, finetune, str(n), str(seed)) in done:
                     continue

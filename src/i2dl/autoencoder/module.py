@@ -119,6 +119,7 @@ class ContrastiveModule(CompatibleCheckpoints, L.LightningModule):
         projection_hidden, projection_dim: the projection head.
         temperature: NT-Xent's temperature.
         lr, weight_decay, schedule: AdamW; "onecycle" warms up to `lr` and anneals to ~0.
+        view_strength: scales the views' distortions (`i2dl.autoencoder.semi.strong_augment`).
         seed: seeds the random views of each step.
     Logs `train/loss`, `val/loss`, `test/loss` (NT-Xent; validation and test views are fixed per batch).
     """
@@ -126,7 +127,7 @@ class ContrastiveModule(CompatibleCheckpoints, L.LightningModule):
     def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
                  projection_hidden: int = 128, projection_dim: int = 64, temperature: float = 0.5,
                  lr: float = 2e-3, weight_decay: float = 1e-4, schedule: Literal["constant", "onecycle"] = "onecycle",
-                 seed: int = 0) -> None:
+                 view_strength: float = 1.0, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = ContrastiveNet(arch, latent_dim, width, projection_hidden, projection_dim)
@@ -135,7 +136,7 @@ class ContrastiveModule(CompatibleCheckpoints, L.LightningModule):
         return self.model.encoder(x)
 
     def contrastive_loss(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        v1, v2 = contrastive_views(x.cpu(), generator)
+        v1, v2 = contrastive_views(x.cpu(), generator, self.hparams.view_strength)
         projected = self.model(torch.cat([v1, v2]).to(x.device))
         z1, z2 = projected.chunk(2)
         return nt_xent(z1, z2, self.hparams.temperature)

@@ -70,9 +70,10 @@ def strong_augment(x: torch.Tensor, generator: torch.Generator, strength: float 
     return cutout(x, generator, min_size=max(1, round(6 * strength)), max_size=max(1, round(14 * strength)))
 
 
-def contrastive_views(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def contrastive_views(x: torch.Tensor, generator: torch.Generator, strength: float = 1.0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independent strong views of each image (SimCLR's positive pairs)."""
-    return strong_augment(x, generator), strong_augment(x, generator)
+    return strong_augment(x, generator, strength), strong_augment(x, generator, strength)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
