@@ -73,7 +73,7 @@ def evaluate(checkpoint: Path, episodes: int, greedy: bool = True, seed: int = 1
 
 
 def first_step_reaching(run_dir: Path, value: float) -> int | None:
-    from i2dl.rl.runs import read_episodes
+    from i2dl.rl.logs import read_episodes
 
     episodes = read_episodes(run_dir)
     hits = np.flatnonzero(episodes["episode_return"] >= value)
@@ -407,17 +407,22 @@ def pong_games(args) -> None:
     mode = "sampled" if args.sampled else "greedy"
     print(f"{machine()}\n{agent.path}: {agent.checkpoint['global_step']:,} agent steps; {args.games} {mode} games, "
           f"sticky {args.sticky:g}, seeds {args.seed}, ...\n")
-    print("| seed | score | won-lost | longest run of lost points | paddle at the top / bottom edge | actions "
-          "NOOP FIRE UP DOWN UPFIRE DOWNFIRE |\n|---|---|---|---|---|---|")
+    print("| seed | score | won-lost | longest run of lost points | points won after a lost point (the agent receives "
+          "the serve) | after a won point | paddle at the top / bottom edge | actions NOOP FIRE UP DOWN UPFIRE "
+          "DOWNFIRE |\n|---|---|---|---|---|---|---|---|")
+    after = {-1: [], 1: []}
     for k in range(args.games):
         env = agent.make_env(args.seed + k, args.sticky)
         obs, _ = env.reset(seed=args.seed + k)
         ale = env.unwrapped.ale
-        log: dict[str, list] = {key: [] for key in [*PONG_RAM, "action", "reward"]}
+        log: dict[str, list] = {key: [] for key in [*PONG_RAM, "action", "reward", "probs"]}
         done = False
         while not done:
             with torch.no_grad():
-                action = int(agent.network.act(torch.as_tensor(np.asarray(obs))[None], greedy=not args.sampled)[0])
+                logits = agent.network.actor(agent.network.trunk(torch.as_tensor(np.asarray(obs))[None])[0])[0]
+            probs = torch.softmax(logits, -1)
+            action = int(probs.argmax() if not args.sampled else torch.multinomial(probs, 1))
+            log["probs"].append(probs.numpy())
             obs, reward, terminated, truncated, _ = env.step(action)
             ram = ale.getRAM()
             for key, address in PONG_RAM.items():
@@ -433,8 +438,16 @@ def pong_games(args) -> None:
         runs = np.diff(np.flatnonzero(np.concatenate([[1], points, [1]]) > 0)) - 1
         top, bottom = (data["player_y"] <= 40).mean(), (data["player_y"] >= 200).mean()
         shares = np.bincount(data["action"], minlength=6) / len(data["action"])
+        won_after = {}
+        for previous in (-1, 1):  # Pong serves toward the player who lost the last point
+            outcomes = points[1:][points[:-1] == previous] > 0
+            after[previous].extend(outcomes)
+            won_after[previous] = f"{outcomes.sum()}/{len(outcomes)}"
         print(f"| {args.seed + k} | {points.sum():+.0f} | {(points > 0).sum()}-{(points < 0).sum()} | {runs.max()} | "
-              f"{100 * top:.0f}% / {100 * bottom:.0f}% | {' '.join(f'{100 * v:.0f}%' for v in shares)} |", flush=True)
+              f"{won_after[-1]} | {won_after[1]} | {100 * top:.0f}% / {100 * bottom:.0f}% | "
+              f"{' '.join(f'{100 * v:.0f}%' for v in shares)} |", flush=True)
+    print(f"\nall games: points won after a lost point {np.mean(after[-1]):.0%} ({len(after[-1])} points), after a "
+          f"won point {np.mean(after[1]):.0%} ({len(after[1])} points)")
 
 
 def main(argv: list[str] | None = None) -> None:
