@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 SHARED  := $(abspath ../shared/data)
 export I2DL_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
 
-.PHONY: install demo test bench app clean
+.PHONY: install demo test lint bench app clean
 
 $(BIN)/i2dl: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 app: install
 	$(BIN)/i2dl app

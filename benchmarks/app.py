@@ -54,8 +54,10 @@ def save(module, run_dir: Path, lab: str, config: str, config_yaml: dict) -> Non
     from i2dl.runs import Run
 
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()},
-               run_dir / "checkpoints" / "best.ckpt")
+    torch.save(
+        {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()},
+        run_dir / "checkpoints" / "best.ckpt",
+    )
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config_yaml))
     run = Run(run_dir, lab, config, "untrained")
     run.start()
@@ -70,18 +72,47 @@ def build_runs(runs: Path) -> None:
     torch.manual_seed(0)
     digits = {k: v for k, v in model_section("digits/best.yaml").items() if k in {"arch", "width", "dropout"}}
     save(DigitClassifier(**digits).eval(), runs / "digits" / "best", "digits", "best", {"model": digits})
-    keypoints = {k: v for k, v in model_section("keypoints/keypointnet.yaml").items()
-                 if k in {"arch", "width", "dropout"}}
-    save(FacialKeypointsRegressor(**keypoints).eval(), runs / "keypoints" / "keypointnet", "keypoints",
-         "keypointnet", {"model": keypoints})
-    seg = {k: v for k, v in model_section("segmentation/unet_mobilenet_v2_camvid.yaml").items()
-           if k in {"approach", "backbone", "decoder_channels"}}
-    save(SegmentationModule(dataset="camvid", **seg).eval(), runs / "segmentation" / "unet_mobilenet_v2_camvid",
-         "segmentation", "unet_mobilenet_v2_camvid", {"model": {**seg, "dataset": "camvid"}})
+    keypoints = {
+        k: v for k, v in model_section("keypoints/keypointnet.yaml").items() if k in {"arch", "width", "dropout"}
+    }
+    save(
+        FacialKeypointsRegressor(**keypoints).eval(),
+        runs / "keypoints" / "keypointnet",
+        "keypoints",
+        "keypointnet",
+        {"model": keypoints},
+    )
+    seg = {
+        k: v
+        for k, v in model_section("segmentation/unet_mobilenet_v2_camvid.yaml").items()
+        if k in {"approach", "backbone", "decoder_channels"}
+    }
+    save(
+        SegmentationModule(dataset="camvid", **seg).eval(),
+        runs / "segmentation" / "unet_mobilenet_v2_camvid",
+        "segmentation",
+        "unet_mobilenet_v2_camvid",
+        {"model": {**seg, "dataset": "camvid"}},
+    )
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "i2dl", "rl", "train", "-c", "configs/rl/ppo_cartpole.yaml", "--run_dir",
-                    str(runs / "rl" / "ppo_cartpole"), "--tensorboard", "false"], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "i2dl",
+            "rl",
+            "train",
+            "-c",
+            "configs/rl/ppo_cartpole.yaml",
+            "--run_dir",
+            str(runs / "rl" / "ppo_cartpole"),
+            "--tensorboard",
+            "false",
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     print(f"trained PPO on CartPole in {time.perf_counter() - started:.0f} s")
 
 
@@ -90,8 +121,9 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     """A drawn 3 as the sketchpad sends it (280x280, transparent paper); a 640x480 photo with a face (the
     grace_hopper sample on its own edge colour); a 480x360 CamVid test photo."""
     sketch = Image.new("RGBA", (280, 280), (255, 255, 255, 0))
-    ImageDraw.Draw(sketch).line([(90, 60), (180, 60), (130, 130), (190, 190), (150, 230), (90, 220)],
-                                fill=(0, 0, 0, 255), width=18)
+    ImageDraw.Draw(sketch).line(
+        [(90, 60), (180, 60), (130, 130), (190, 190), (150, 230), (90, 220)], fill=(0, 0, 0, 255), width=18
+    )
     sketch.save(folder / "three.png")
     face = Image.open(DATA / "weights" / "samples" / "grace_hopper.png").convert("RGB")
     face = face.resize((round(face.width * 440 / face.height), 440))
@@ -101,8 +133,11 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     street = sorted((DATA / "camvid" / "test").iterdir())[0]
     Image.open(street).convert("RGB").save(folder / "street_480x360.png")
     assert Image.open(folder / "street_480x360.png").size == (480, 360)
-    return {"sketch": folder / "three.png", "photo": folder / "face_640x480.jpg",
-            "street": folder / "street_480x360.png"}
+    return {
+        "sketch": folder / "three.png",
+        "photo": folder / "face_640x480.jpg",
+        "street": folder / "street_480x360.png",
+    }
 
 
 # --- measuring -------------------------------------------------------------------------------------------------------
@@ -174,8 +209,13 @@ class HttpAPI:
 
 def start_app(runs: Path, port: int) -> tuple[subprocess.Popen, float, str]:
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "i2dl", "app", "--runs", str(runs), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "i2dl", "app", "--runs", str(runs), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
     for line in proc.stdout:
         if line.startswith("i2dl app: http"):
             threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe from filling up
@@ -211,27 +251,46 @@ def main() -> None:
         started = time.perf_counter()
         first = http.call("rl", choice["rl"], 0)
         first_episode = time.perf_counter() - started
-        print(f"rl           first CartPole episode video (cold, HTTP API): {first_episode:.2f} s (target 5 s); "
-              f"{first[1]}")
+        print(
+            f"rl           first CartPole episode video (cold, HTTP API): {first_episode:.2f} s (target 5 s); "
+            f"{first[1]}"
+        )
 
         def sketch_http():
-            return http.call("digits_sketch", {"background": None, "layers": [],
-                                               "composite": http.upload(inputs["sketch"])}, choice["digits"])
+            return http.call(
+                "digits_sketch",
+                {"background": None, "layers": [], "composite": http.upload(inputs["sketch"])},
+                choice["digits"],
+            )
+
         sketch = {"background": None, "layers": [], "composite": handle_file(str(inputs["sketch"]))}
         requests = {  # name: (HTTP API call, gradio_client call, target, what)
-            "digits": (sketch_http, lambda: client.predict(sketch, choice["digits"], api_name="/digits_sketch"),
-                       0.050, "one sketchpad stroke -> probabilities + 28x28 input"),
-            "keypoints": (lambda: http.call("keypoints", http.upload(inputs["photo"]), choice["keypoints"]),
-                          lambda: client.predict(handle_file(str(inputs["photo"])), choice["keypoints"],
-                                                 api_name="/keypoints"),
-                          0.200, "640x480 photo -> faces, keypoints, overlay, JSON"),
-            "segmentation": (lambda: http.call("segmentation", http.upload(inputs["street"]), choice["segmentation"],
-                                               0.5),
-                             lambda: client.predict(handle_file(str(inputs["street"])), choice["segmentation"], 0.5,
-                                                    api_name="/segmentation"),
-                             0.500, "480x360 photo -> overlay, legend, shares"),
-            "rl": (lambda: http.call("rl", choice["rl"], 1), lambda: client.predict(choice["rl"], 1, api_name="/rl"),
-                   5.0, "a CartPole episode video, warm"),
+            "digits": (
+                sketch_http,
+                lambda: client.predict(sketch, choice["digits"], api_name="/digits_sketch"),
+                0.050,
+                "one sketchpad stroke -> probabilities + 28x28 input",
+            ),
+            "keypoints": (
+                lambda: http.call("keypoints", http.upload(inputs["photo"]), choice["keypoints"]),
+                lambda: client.predict(handle_file(str(inputs["photo"])), choice["keypoints"], api_name="/keypoints"),
+                0.200,
+                "640x480 photo -> faces, keypoints, overlay, JSON",
+            ),
+            "segmentation": (
+                lambda: http.call("segmentation", http.upload(inputs["street"]), choice["segmentation"], 0.5),
+                lambda: client.predict(
+                    handle_file(str(inputs["street"])), choice["segmentation"], 0.5, api_name="/segmentation"
+                ),
+                0.500,
+                "480x360 photo -> overlay, legend, shares",
+            ),
+            "rl": (
+                lambda: http.call("rl", choice["rl"], 1),
+                lambda: client.predict(choice["rl"], 1, api_name="/rl"),
+                5.0,
+                "a CartPole episode video, warm",
+            ),
         }
         rows = []
         for name, (call, client_call, target, what) in requests.items():
@@ -239,8 +298,10 @@ def main() -> None:
             times, via_client = timed([call, client_call], n, warmup)
             median = statistics.median(times)
             rows.append((name, median, target))
-            print(f"{name:<12} {what} (n={n}, target {target * 1000:.0f} ms): HTTP API {summary(times)} | "
-                  f"gradio_client {summary(via_client)} | {'ok' if median <= target else 'MISSED'}")
+            print(
+                f"{name:<12} {what} (n={n}, target {target * 1000:.0f} ms): HTTP API {summary(times)} | "
+                f"gradio_client {summary(via_client)} | {'ok' if median <= target else 'MISSED'}"
+            )
         print(f"load average after: {load_average()}")
         missed = [name for name, median, target in rows if median > target]
         missed += ["startup"] if startup > 15 else []

@@ -32,8 +32,13 @@ OUT = REPO / "runs" / "bench" / "autoencoder"
 PRETRAININGS = ("none", "autoencoder", "contrastive")
 FINETUNINGS = ("labels", "fixmatch")
 BEST = ("contrastive", "fixmatch")
-NAMES = {"none": "none (from scratch)", "autoencoder": "the lab's autoencoder", "contrastive": "contrastive (SimCLR)",
-         "labels": "labels only", "fixmatch": "labels + unlabeled (FixMatch)"}
+NAMES = {
+    "none": "none (from scratch)",
+    "autoencoder": "the lab's autoencoder",
+    "contrastive": "contrastive (SimCLR)",
+    "labels": "labels only",
+    "fixmatch": "labels + unlabeled (FixMatch)",
+}
 
 
 def _data_env() -> None:
@@ -59,8 +64,14 @@ def cell_rows(pretrain: str, finetune: str, num_labels, seed: int, dataset: str,
     """One cell of the grid for one seed (the story without its baseline; 'none' is the from-scratch row)."""
     from i2dl.autoencoder.story import Story, story_rows
 
-    story = Story(dataset=dataset, num_labels=num_labels, seed=seed, pretrain=pretrain, finetune=finetune,
-                  encoder_cache=str(out / "encoders"))
+    story = Story(
+        dataset=dataset,
+        num_labels=num_labels,
+        seed=seed,
+        pretrain=pretrain,
+        finetune=finetune,
+        encoder_cache=str(out / "encoders"),
+    )
     start = time.perf_counter()
     rows = story_rows(story, out / f"{dataset}_{pretrain}_{finetune}", with_baseline=False)
     for row in rows:
@@ -69,8 +80,15 @@ def cell_rows(pretrain: str, finetune: str, num_labels, seed: int, dataset: str,
 
 
 def _accs(rows: list[dict], pretrain: str, finetune: str, num_labels) -> list[float]:
-    return [100 * float(r["test_acc"]) for r in rows if r["cell_pretrain"] == pretrain
-            and r["cell_finetune"] == finetune and str(r["num_labels"]) == str(num_labels)]
+    return [
+        100 * float(r["test_acc"])
+        for r in rows
+        if r["cell_pretrain"] == pretrain and r["cell_finetune"] == finetune and str(r["num_labels"]) == str(num_labels)
+    ]
+
+
+def _cell(rows: list[dict], pretrain: str, finetune: str) -> list[dict]:
+    return [r for r in rows if r["cell_pretrain"] == pretrain and r["cell_finetune"] == finetune]
 
 
 def _stats(accs: list[float]) -> tuple[float, float]:
@@ -112,9 +130,11 @@ def grid(args) -> None:
     if best is None:
         return
     mean, sd, accs = cells[best]
-    print(f"\nbest cell: {NAMES[best[0]]} + {NAMES[best[1]]}: {mean:.2f}% ± {sd:.2f} over {len(accs)} seeds, "
-          f"lowest seed {min(accs):.2f}%: target >= 99.0% with no seed < 98.5%: "
-          f"{'met' if mean >= 99.0 and min(accs) >= 98.5 else 'NOT met'}")
+    print(
+        f"\nbest cell: {NAMES[best[0]]} + {NAMES[best[1]]}: {mean:.2f}% ± {sd:.2f} over {len(accs)} seeds, "
+        f"lowest seed {min(accs):.2f}%: target >= 99.0% with no seed < 98.5%: "
+        f"{'met' if mean >= 99.0 and min(accs) >= 98.5 else 'NOT met'}"
+    )
     for finetune in args.finetune:
         scratch = cells.get(("none", finetune))
         pretrained = [(cells[(p, finetune)], p) for p in args.pretrain if p != "none" and (p, finetune) in cells]
@@ -123,11 +143,16 @@ def grid(args) -> None:
         (p_mean, p_sd, _), p_name = max(pretrained)
         gain = p_mean - scratch[0]
         bar = 2 * max(p_sd, scratch[1])
-        print(f"{NAMES[finetune]}: best pretrained ({NAMES[p_name]}) - from scratch = {gain:+.2f} points "
-              f"(2 x larger sd = {bar:.2f}): gain >= 2 and > 2 sd: {'met' if gain >= 2 and gain > bar else 'NOT met'}")
-    print("\nseconds per cell (fine-tuning incl. probe; pretraining once per objective, cached): "
-          + ", ".join(f"{NAMES[p]}+{f} {statistics.mean(float(r['seconds']) for r in rows if r['cell_pretrain'] == p and r['cell_finetune'] == f):.0f}"
-                      for p, f in cells))
+        print(
+            f"{NAMES[finetune]}: best pretrained ({NAMES[p_name]}) - from scratch = {gain:+.2f} points "
+            f"(2 x larger sd = {bar:.2f}): gain >= 2 and > 2 sd: {'met' if gain >= 2 and gain > bar else 'NOT met'}"
+        )
+    print(
+        "\nseconds per cell (fine-tuning incl. probe; pretraining once per objective, cached): "
+        + ", ".join(
+            f"{NAMES[p]}+{f} {statistics.mean(float(r['seconds']) for r in _cell(rows, p, f)):.0f}" for p, f in cells
+        )
+    )
     pre = {r["cell_pretrain"]: float(r["pretrain_seconds"]) for r in rows if float(r["pretrain_seconds"]) > 0}
     print("pretraining seconds (first use): " + ", ".join(f"{NAMES[k]} {v:.0f}" for k, v in pre.items()))
 
@@ -151,10 +176,17 @@ def sweep(args) -> None:
                 rows += cell_rows(pretrain, finetune, n, seed, args.dataset, OUT)
                 write_csv(rows, path)
     total = 60000 - 100
-    labelled = [{**r, "num_labels": total if r["num_labels"] == "all" else int(r["num_labels"]),
-                 "method": f"{NAMES[r['cell_pretrain']]}, {NAMES[r['cell_finetune']]}"} for r in rows]
-    plot = plot_accuracy_vs_labels(labelled, OUT / f"accuracy_vs_labels_{args.dataset}.png",
-                                   title=f"{args.dataset}: test accuracy against labels")
+    labelled = [
+        {
+            **r,
+            "num_labels": total if r["num_labels"] == "all" else int(r["num_labels"]),
+            "method": f"{NAMES[r['cell_pretrain']]}, {NAMES[r['cell_finetune']]}",
+        }
+        for r in rows
+    ]
+    plot = plot_accuracy_vs_labels(
+        labelled, OUT / f"accuracy_vs_labels_{args.dataset}.png", title=f"{args.dataset}: test accuracy against labels"
+    )
     print(f"\nmachine: {machine_line()}\n")
     print("| N | " + " | ".join(f"{NAMES[p]}, {NAMES[f]}" for p, f in cells) + " |")
     print("|---:|" + "---:|" * len(cells))
@@ -162,8 +194,9 @@ def sweep(args) -> None:
         shown = []
         for p, f in cells:
             accs = _accs(rows, p, f, n)
-            shown.append("-" if not accs else f"{_stats(accs)[0]:.2f}" + (f" ± {_stats(accs)[1]:.2f}" if len(accs) > 1
-                                                                          else ""))
+            shown.append(
+                "-" if not accs else f"{_stats(accs)[0]:.2f}" + (f" ± {_stats(accs)[1]:.2f}" if len(accs) > 1 else "")
+            )
         print(f"| {n} | " + " | ".join(shown) + " |")
     print(f"\nfigure: {plot}")
 
@@ -178,8 +211,25 @@ def timed(args) -> None:
     for attempt in ("fresh encoder cache (pretraining included)", "encoder cached"):
         run_dir = OUT / f"timed_{args.dataset}_{len(walls)}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        cmd = [sys.executable, "-m", "i2dl", "autoencoder", "run", "--num_labels", "100", "--dataset", args.dataset,
-               "--pretrain", BEST[0], "--finetune", BEST[1], "--encoder_cache", str(cache), "--run_dir", str(run_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "i2dl",
+            "autoencoder",
+            "run",
+            "--num_labels",
+            "100",
+            "--dataset",
+            args.dataset,
+            "--pretrain",
+            BEST[0],
+            "--finetune",
+            BEST[1],
+            "--encoder_cache",
+            str(cache),
+            "--run_dir",
+            str(run_dir),
+        ]
         print("$", " ".join(cmd[1:]), flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -188,9 +238,13 @@ def timed(args) -> None:
             sys.exit(proc.stderr[-3000:])
         rows = read_rows(run_dir / "results.csv")
         walls.append(wall)
-        print(f"{attempt}: {wall / 60:.1f} min wall; pretraining {float(rows[0]['pretrain_seconds']) / 60:.1f} min; "
-              + ", ".join(f"{r['method']} {100 * float(r['test_acc']):.2f}% ({float(r['seconds']) / 60:.1f} min)"
-                          for r in rows), flush=True)
+        print(
+            f"{attempt}: {wall / 60:.1f} min wall; pretraining {float(rows[0]['pretrain_seconds']) / 60:.1f} min; "
+            + ", ".join(
+                f"{r['method']} {100 * float(r['test_acc']):.2f}% ({float(r['seconds']) / 60:.1f} min)" for r in rows
+            ),
+            flush=True,
+        )
     print(f"machine after: {machine_line()}")
 
 
@@ -204,8 +258,9 @@ def main() -> None:
     g.add_argument("--finetune", nargs="+", default=list(FINETUNINGS), choices=FINETUNINGS)
     g.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
     s = sub.add_parser("sweep")
-    s.add_argument("--num_labels", nargs="+", default=[10, 100, 1000, "all"],
-                   type=lambda v: v if v == "all" else int(v))
+    s.add_argument(
+        "--num_labels", nargs="+", default=[10, 100, 1000, "all"], type=lambda v: v if v == "all" else int(v)
+    )
     s.add_argument("--seeds", type=int, nargs="+", default=[0])
     s.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
     t = sub.add_parser("time")

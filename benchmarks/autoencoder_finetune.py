@@ -48,8 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder_ckpt", default=str(REPO / "runs/autoencoder/benchmark_encoder/best.ckpt"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["pretrained", "from scratch"],
-                        choices=["pretrained", "from scratch"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["pretrained", "from scratch"], choices=["pretrained", "from scratch"]
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--linear_probe", type=int, default=0, help="head-only steps before fine-tuning")
@@ -71,7 +72,9 @@ def main() -> None:
     @torch.no_grad()
     def accuracy(model: torch.nn.Module) -> float:
         model.eval()
-        return sum(int((model(xt[i:i + 2000]).argmax(1) == Yt[i:i + 2000]).sum()) for i in range(0, 10000, 2000)) / 1e4
+        return (
+            sum(int((model(xt[i : i + 2000]).argmax(1) == Yt[i : i + 2000]).sum()) for i in range(0, 10000, 2000)) / 1e4
+        )
 
     def step(model, optimizer, xl, yl, g) -> None:
         loss = F.cross_entropy(model(augment(xl, g)), yl, label_smoothing=0.1)
@@ -97,9 +100,13 @@ def main() -> None:
                     step(model, head_optimizer, xl, yl, g)
             optimizer = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=1e-4)
             schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.1)
-            ema = torch.optim.swa_utils.AveragedModel(
-                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema),
-                use_buffers=True) if args.ema else None
+            ema = (
+                torch.optim.swa_utils.AveragedModel(
+                    model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True
+                )
+                if args.ema
+                else None
+            )
             for _ in range(args.steps):
                 model.train()
                 step(model, optimizer, xl, yl, g)
@@ -111,8 +118,10 @@ def main() -> None:
             print(f"seed {seed} {method}: test accuracy {acc:.4f} ({time.time() - start:.0f} s)", flush=True)
     for method, accs in results.items():
         spread = f" ± {statistics.stdev(accs) * 100:.2f}" if len(accs) > 1 else ""
-        print(f"{method}: {statistics.mean(accs) * 100:.2f}%{spread} "
-              f"({', '.join(f'{a * 100:.2f}' for a in accs)})", flush=True)
+        print(
+            f"{method}: {statistics.mean(accs) * 100:.2f}%{spread} ({', '.join(f'{a * 100:.2f}' for a in accs)})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

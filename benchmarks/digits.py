@@ -38,15 +38,33 @@ def train_config(name: str) -> dict:
     run_dir = RUNS / name
     if (run_dir / "results.json").exists():
         (run_dir / "results.json").unlink()
-    cmd = [sys.executable, "-m", "i2dl", "digits", "fit", "-c", f"configs/digits/{config}.yaml",
-           "--run_dir", str(run_dir), "--trainer.enable_progress_bar", "false", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "i2dl",
+        "digits",
+        "fit",
+        "-c",
+        f"configs/digits/{config}.yaml",
+        "--run_dir",
+        str(run_dir),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     results = json.loads((run_dir / "results.json").read_text())
-    return {"name": name, "command": "i2dl digits fit -c configs/digits/" + config + ".yaml " + " ".join(extra),
-            "test_acc": results["metrics"]["test/acc"], "target": target, "wall_s": round(wall, 1),
-            "fit_s": results["wall_time"], "epochs": results["epochs"]}
+    return {
+        "name": name,
+        "command": "i2dl digits fit -c configs/digits/" + config + ".yaml " + " ".join(extra),
+        "test_acc": results["metrics"]["test/acc"],
+        "target": target,
+        "wall_s": round(wall, 1),
+        "fit_s": results["wall_time"],
+        "epochs": results["epochs"],
+    }
 
 
 def lightning_fit_seconds(config: str, epochs: int) -> float:
@@ -55,9 +73,25 @@ def lightning_fit_seconds(config: str, epochs: int) -> float:
     from i2dl.training import LabCLI
 
     run_dir = RUNS / "overhead-lightning"
-    LabCLI("digits", DigitClassifier, DigitsDataModule, monitor="val/acc",
-           args=["fit", "-c", f"configs/digits/{config}.yaml", "--trainer.max_epochs", str(epochs),
-                 "--run_dir", str(run_dir), "--test_after_fit", "false", "--trainer.enable_progress_bar", "false"])
+    LabCLI(
+        "digits",
+        DigitClassifier,
+        DigitsDataModule,
+        monitor="val/acc",
+        args=[
+            "fit",
+            "-c",
+            f"configs/digits/{config}.yaml",
+            "--trainer.max_epochs",
+            str(epochs),
+            "--run_dir",
+            str(run_dir),
+            "--test_after_fit",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+    )
     return json.loads((run_dir / "results.json").read_text())["wall_time"]
 
 
@@ -100,8 +134,13 @@ def overhead(config: str = "best", epochs: int = 2, repeats: int = 2) -> dict:
         plain.append(plain_fit_seconds(config, epochs))
         lightning.append(lightning_fit_seconds(config, epochs))
     ratio = min(lightning) / min(plain)
-    return {"config": config, "epochs": epochs, "plain_s": [round(t, 1) for t in plain],
-            "lightning_s": [round(t, 1) for t in lightning], "ratio": round(ratio, 3)}
+    return {
+        "config": config,
+        "epochs": epochs,
+        "plain_s": [round(t, 1) for t in plain],
+        "lightning_s": [round(t, 1) for t in lightning],
+        "ratio": round(ratio, 3),
+    }
 
 
 def main() -> None:
@@ -120,13 +159,19 @@ def main() -> None:
         row = train_config(name)
         rows.append(row)
         ok = "yes" if row["test_acc"] >= row["target"] else "NO"
-        print(f"| {name} | `{row['command'].strip()}` | {row['test_acc']:.2%} | >= {row['target']:.1%} ({ok}) "
-              f"| {row['epochs']} | {row['wall_s']:.0f} s |", flush=True)
+        print(
+            f"| {name} | `{row['command'].strip()}` | {row['test_acc']:.2%} | >= {row['target']:.1%} ({ok}) "
+            f"| {row['epochs']} | {row['wall_s']:.0f} s |",
+            flush=True,
+        )
     result = {"machine": machine, "runs": rows}
     if "overhead" in args.only:
         result["overhead"] = ov = overhead()
-        print(f"Lightning / plain loop (config {ov['config']}, {ov['epochs']} epochs): plain {ov['plain_s']} s, "
-              f"Lightning {ov['lightning_s']} s, ratio {ov['ratio']:.3f}", flush=True)
+        print(
+            f"Lightning / plain loop (config {ov['config']}, {ov['epochs']} epochs): plain {ov['plain_s']} s, "
+            f"Lightning {ov['lightning_s']} s, ratio {ov['ratio']:.3f}",
+            flush=True,
+        )
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / "results.json").write_text(json.dumps(result, indent=2) + "\n")
 

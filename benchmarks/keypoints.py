@@ -43,9 +43,24 @@ def main() -> None:
         run_dir = out / f"seed{seed}"
         if args.report_only or (run_dir / "wall_s.json").is_file():
             continue
-        command = [sys.executable, "-m", "i2dl", "keypoints", "fit", "-c", args.config, "--seed_everything",
-                   str(seed), "--data.seed", str(seed), "--trainer.enable_progress_bar", "false", "--run_dir",
-                   str(run_dir), *args.extra]
+        command = [
+            sys.executable,
+            "-m",
+            "i2dl",
+            "keypoints",
+            "fit",
+            "-c",
+            args.config,
+            "--seed_everything",
+            str(seed),
+            "--data.seed",
+            str(seed),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--run_dir",
+            str(run_dir),
+            *args.extra,
+        ]
         print("$", " ".join(command), flush=True)
         start = time.time()
         subprocess.run(command, check=True, cwd=REPO)
@@ -58,9 +73,13 @@ def main() -> None:
         metrics, wall = run_dir / "results.json", run_dir / "wall_s.json"
         if metrics.is_file() and wall.is_file():
             found = json.loads(metrics.read_text())["metrics"]
-            summary = {"score": found["test/score"], "rmse_px": found["test/rmse_px"],
-                       "rmse_px_per_keypoint": {k.split("/")[-1]: v for k, v in found.items()
-                                                if k.startswith("test/rmse_px/")}}
+            summary = {
+                "score": found["test/score"],
+                "rmse_px": found["test/rmse_px"],
+                "rmse_px_per_keypoint": {
+                    k.split("/")[-1]: v for k, v in found.items() if k.startswith("test/rmse_px/")
+                },
+            }
             results.append((seed, summary, json.loads(wall.read_text())["wall_s"]))
     if not results:
         sys.exit("no finished runs")
@@ -73,14 +92,18 @@ def main() -> None:
     scores = [m["score"] for _, m, _ in results]
     rmses = [m["rmse_px"] for _, m, _ in results]
     walls = [w / 60 for _, _, w in results]
-    print(f"| mean ± sd ({len(results)} seed{'s' * (len(results) > 1)}) | {mean_sd(scores)} | {mean_sd(rmses)} "
-          f"| {mean_sd(walls)} |")
+    print(
+        f"| mean ± sd ({len(results)} seed{'s' * (len(results) > 1)}) | {mean_sd(scores)} | {mean_sd(rmses)} "
+        f"| {mean_sd(walls)} |"
+    )
     print("\n| keypoint | test RMSE (px), mean ± sd over seeds |\n|---|---|")
     for name in KEYPOINT_NAMES:
         print(f"| {name} | {mean_sd([m['rmse_px_per_keypoint'][name] for _, m, _ in results])} |")
-    print(f"\ntargets: score >= 100 {'met' if min(scores) >= 100 else 'NOT met'}; "
-          f"RMSE <= 1.5 px {'met' if statistics.mean(rmses) <= 1.5 else 'NOT met'} "
-          f"(mean {statistics.mean(rmses):.3f}); wall <= 30 min {'met' if max(walls) <= 30 else 'NOT met'}")
+    print(
+        f"\ntargets: score >= 100 {'met' if min(scores) >= 100 else 'NOT met'}; "
+        f"RMSE <= 1.5 px {'met' if statistics.mean(rmses) <= 1.5 else 'NOT met'} "
+        f"(mean {statistics.mean(rmses):.3f}); wall <= 30 min {'met' if max(walls) <= 30 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES
 from i2dl.keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, FacialKeypointsDataModule
+from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES
 from i2dl.keypoints.module import FacialKeypointsRegressor
 from i2dl.keypoints.predict import predict_pixels
 from i2dl.training import load_module
@@ -55,8 +55,10 @@ def main() -> None:
     for name, c in zip(KEYPOINT_NAMES, constants.tolist()):
         print(f"{name:28s} C = {c:6.2f}")
     mean = constants.mean().item()
-    print(f"mean C = {mean:.2f} over {len(faces)} validation faces; torchvision's mirror is {IMAGE_SIZE - 1}: "
-          f"--data.hflip_offset {mean - (IMAGE_SIZE - 1):.1f}")
+    print(
+        f"mean C = {mean:.2f} over {len(faces)} validation faces; torchvision's mirror is {IMAGE_SIZE - 1}: "
+        f"--data.hflip_offset {mean - (IMAGE_SIZE - 1):.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,9 @@ def load_config(name: str, **overrides):
     return algo, build_config(algo, args, name)[0]
 
 
-def evaluate(checkpoint: Path, episodes: int, greedy: bool = True, seed: int = 10_000, sticky: float = 0.0
-             ) -> list[float]:
+def evaluate(
+    checkpoint: Path, episodes: int, greedy: bool = True, seed: int = 10_000, sticky: float = 0.0
+) -> list[float]:
     """Scores of `episodes` evaluation games of a checkpoint (or a run folder's last.pt)."""
     from i2dl.rl.evaluate import evaluate_agent, load_agent
 
@@ -83,12 +84,17 @@ def first_step_reaching(run_dir: Path, value: float) -> int | None:
 def cartpole(args) -> None:
     from i2dl.rl import ppo, reinforce
 
-    runs = [("reinforce_cartpole", reinforce, {"episodes": n}, "eval mean >= 475") for n in args.reinforce_episodes
-            if "reinforce" in args.algos]
+    runs = [
+        ("reinforce_cartpole", reinforce, {"episodes": n}, "eval mean >= 475")
+        for n in args.reinforce_episodes
+        if "reinforce" in args.algos
+    ]
     if "ppo" in args.algos:
         runs.append(("ppo_cartpole", ppo, {}, "500 within 100k steps, <= 120 s"))
-    header = ("| run | checkpoint | env steps | train wall (s) | first step with return 500 | eval return | target | "
-              "reached |\n|---|---|---|---|---|---|---|---|")
+    header = (
+        "| run | checkpoint | env steps | train wall (s) | first step with return 500 | eval return | target | "
+        "reached |\n|---|---|---|---|---|---|---|---|"
+    )
     print(header, flush=True)
     rows = []
     for name, module, overrides, target in runs:
@@ -106,14 +112,24 @@ def cartpole(args) -> None:
                 reached = returns.mean() >= 500 and summary["global_step"] <= 100_000 and wall <= 120
             else:
                 reached = returns.mean() >= 475
-            rows.append((label, f"{which}.pt", summary["global_step"], f"{wall:.0f}",
-                         first if first is not None else "never",
-                         f"{returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.0f})", target,
-                         "yes" if reached else "no"))
+            rows.append(
+                (
+                    label,
+                    f"{which}.pt",
+                    summary["global_step"],
+                    f"{wall:.0f}",
+                    first if first is not None else "never",
+                    f"{returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.0f})",
+                    target,
+                    "yes" if reached else "no",
+                )
+            )
             print("| " + " | ".join(str(v) for v in rows[-1]) + " |", flush=True)
-    print(f"\n{machine()}, {args.eval_episodes} greedy evaluation episodes with seeds 10000, 10001, ...; "
-          f"best.pt = REINFORCE: the network with the best mean of 10 greedy episodes (seeds 20000, ...) checked every "
-          f"10 episodes; PPO: the network when the mean of the last 20 training episodes peaked\n")
+    print(
+        f"\n{machine()}, {args.eval_episodes} greedy evaluation episodes with seeds 10000, 10001, ...; "
+        f"best.pt = REINFORCE: the network with the best mean of 10 greedy episodes (seeds 20000, ...) checked every "
+        f"10 episodes; PPO: the network when the mean of the last 20 training episodes peaked\n"
+    )
     print(header)
     for row in rows:
         print("| " + " | ".join(str(v) for v in row) + " |")
@@ -182,8 +198,7 @@ def inference_part(frames: torch.Tensor, network: str, precision: str, seconds: 
     return steps_per_second(step, seconds)
 
 
-def update_part(frames: torch.Tensor, network: str, precision: str, workers: int, threads: int,
-                updates: int) -> float:
+def update_part(frames: torch.Tensor, network: str, precision: str, workers: int, threads: int, updates: int) -> float:
     """Agent steps/s of PPO's update alone (4 epochs x 4 minibatches over a rollout of `frames`)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -191,9 +206,17 @@ def update_part(frames: torch.Tensor, network: str, precision: str, workers: int
 
     steps, n = frames.shape[:2]
     torch.manual_seed(0)
-    rollout = Rollout(frames, torch.randint(0, 6, (steps, n)), torch.full((steps, n), -1.79), torch.zeros(steps, n),
-                      (torch.rand(steps, n) < 0.02).float(), torch.zeros(steps, n, dtype=torch.bool),
-                      torch.zeros(steps, n, dtype=torch.bool), torch.ones(steps, n, dtype=torch.bool), torch.zeros(n))
+    rollout = Rollout(
+        frames,
+        torch.randint(0, 6, (steps, n)),
+        torch.full((steps, n), -1.79),
+        torch.zeros(steps, n),
+        (torch.rand(steps, n) < 0.02).float(),
+        torch.zeros(steps, n, dtype=torch.bool),
+        torch.zeros(steps, n, dtype=torch.bool),
+        torch.ones(steps, n, dtype=torch.bool),
+        torch.zeros(n),
+    )
     advantages, returns = compute_gae(rollout, 0.99, 0.95)
     _, cfg = load_config("ppo_pong", workers=workers, threads=threads)
     agent = make_agent(network, precision)
@@ -229,15 +252,25 @@ def loop_part(name: str, updates: int, **overrides) -> dict:
     steps = int(rows[-1]["step"]) - int(first["step"])
     wall = float(rows[-1]["wall_time"]) - float(first["wall_time"])
     parts = {k: sum(float(r[f"time/{k}"]) for r in rows) for k in ("env", "inference", "update")}
-    return {"sps": steps / wall, **{k: 1000 * v / steps for k, v in parts.items()},
-            "other": 1000 * (wall - sum(parts.values())) / steps}  # milliseconds per agent step
+    return {
+        "sps": steps / wall,
+        **{k: 1000 * v / steps for k, v in parts.items()},
+        "other": 1000 * (wall - sum(parts.values())) / steps,
+    }  # milliseconds per agent step
 
 
 # The loop of docs/benchmarks.md before issue 15: gymnasium's sync vector env with AtariPreprocessing, 8 envs x 128
 # steps, the Nature-DQN network in float32 with torch's own 2 threads.
-REFERENCE_LOOP = {"vectorization": "sync", "env_kwargs": "{frameskip: 1, repeat_action_probability: 0.0}",
-                  "num_envs": 8, "num_steps": 128, "threads": 2, "workers": 1, "precision": "32-true",
-                  "channels_last": "false"}
+REFERENCE_LOOP = {
+    "vectorization": "sync",
+    "env_kwargs": "{frameskip: 1, repeat_action_probability: 0.0}",
+    "num_envs": 8,
+    "num_steps": 128,
+    "threads": 2,
+    "workers": 1,
+    "precision": "32-true",
+    "channels_last": "false",
+}
 
 
 def pong_throughput(args) -> None:
@@ -257,34 +290,52 @@ def pong_throughput(args) -> None:
     ref = env_part("sync", 8, 1, seconds)
     row("environment", "gymnasium sync, AtariPreprocessing, 8 envs", ref, None)
     for threads in (1, 2):
-        row("environment", f"ale-py vector env, 16 envs, {threads} thread(s)", env_part("ale", 16, threads, seconds),
-            ref)
+        row(
+            "environment",
+            f"ale-py vector env, 16 envs, {threads} thread(s)",
+            env_part("ale", 16, threads, seconds),
+            ref,
+        )
     frames = pong_frames(64, 16)
     ref = inference_part(frames, "cnn", "32-true", seconds)
     row("inference", "cnn float32, batch 16, 1 thread", ref, None)
     for network in ("cnn", "cnn_small"):
-        row("inference", f"{network} bf16 + channels-last, batch 16, 1 thread",
-            inference_part(frames, network, "bf16-mixed", seconds), ref)
+        row(
+            "inference",
+            f"{network} bf16 + channels-last, batch 16, 1 thread",
+            inference_part(frames, network, "bf16-mixed", seconds),
+            ref,
+        )
     ref = update_part(frames, "cnn", "32-true", 1, 2, args.updates)
     row("update", "cnn float32, torch 2 threads (4 epochs x 4 minibatches of 256)", ref, None)
     for network, workers, threads in (("cnn", 1, 1), ("cnn", 1, 2), ("cnn", 2, 1), ("cnn_small", 2, 1)):
-        row("update", f"{network} bf16 + channels-last, {workers} worker(s) x {threads} thread(s)",
-            update_part(frames, network, "bf16-mixed", workers, threads, args.updates), ref)
+        row(
+            "update",
+            f"{network} bf16 + channels-last, {workers} worker(s) x {threads} thread(s)",
+            update_part(frames, network, "bf16-mixed", workers, threads, args.updates),
+            ref,
+        )
 
-    loops = [("reference", "gymnasium sync 8 envs x 128, cnn float32, torch 2 threads", REFERENCE_LOOP),
-             ("ppo_pong", "configs/rl/ppo_pong.yaml", {}),
-             ("ppo_pong_small", "configs/rl/ppo_pong.yaml --network cnn_small", {"network": "cnn_small"})]
+    loops = [
+        ("reference", "gymnasium sync 8 envs x 128, cnn float32, torch 2 threads", REFERENCE_LOOP),
+        ("ppo_pong", "configs/rl/ppo_pong.yaml", {}),
+        ("ppo_pong_small", "configs/rl/ppo_pong.yaml --network cnn_small", {"network": "cnn_small"}),
+    ]
     results = []
     for name, label, overrides in loops:
         found = loop_part(name, args.train_updates, **overrides)
         results.append((label, found, load().split()[0]))
         print(f"whole loop {label}: {found['sps']:.0f} agent steps/s (load {results[-1][-1]})", flush=True)
     reference = results[0][1]["sps"]
-    print(f"\nload average at the end: {load()}\n\n| whole loop | agent steps/s | ratio | ms per agent step: "
-          f"env / inference / update / other | load (1 min) |\n|---|---|---|---|---|")
+    print(
+        f"\nload average at the end: {load()}\n\n| whole loop | agent steps/s | ratio | ms per agent step: "
+        f"env / inference / update / other | load (1 min) |\n|---|---|---|---|---|"
+    )
     for label, found, at in results:
-        print(f"| {label} | {found['sps']:,.0f} | {found['sps'] / reference:.2f} | {found['env']:.2f} / "
-              f"{found['inference']:.2f} / {found['update']:.2f} / {found['other']:.2f} | {at} |")
+        print(
+            f"| {label} | {found['sps']:,.0f} | {found['sps'] / reference:.2f} | {found['env']:.2f} / "
+            f"{found['inference']:.2f} / {found['update']:.2f} / {found['other']:.2f} | {at} |"
+        )
 
 
 def frames_per_step(config: dict) -> int:
@@ -333,45 +384,62 @@ def pong_report(args) -> None:
         skip = frames_per_step(checkpoint["config"])
         label = f"{checkpoint['algo']} ({run_dir.name})"
         curves.append((label, run_dir))
-        print(f"\n{run_dir}: {checkpoint['algo']}, {checkpoint['global_step']:,} agent steps ({skip} frames each), "
-              f"{checkpoint['wall_time'] / 60:.0f} min of training at {checkpoint_path.name}, {len(episodes['step'])} "
-              f"training games")
+        print(
+            f"\n{run_dir}: {checkpoint['algo']}, {checkpoint['global_step']:,} agent steps ({skip} frames each), "
+            f"{checkpoint['wall_time'] / 60:.0f} min of training at {checkpoint_path.name}, {len(episodes['step'])} "
+            f"training games"
+        )
         print("\n| games | up to agent step | up to wall time (min) | mean score | points won |")
         print("|---|---|---|---|---|")
         n = len(episodes["step"])
         played = episodes["points_won"] + episodes["points_lost"]
         for chunk in np.array_split(np.arange(n), min(args.rows, n)) if n else []:
             won = episodes["points_won"][chunk].sum() / max(1, played[chunk].sum())
-            print(f"| {chunk[0] + 1}-{chunk[-1] + 1} | {int(episodes['step'][chunk[-1]]):,} | "
-                  f"{episodes['wall_time'][chunk[-1]] / 60:.0f} | {episodes['episode_return'][chunk].mean():.1f} | "
-                  f"{100 * won:.0f}% |")
+            print(
+                f"| {chunk[0] + 1}-{chunk[-1] + 1} | {int(episodes['step'][chunk[-1]]):,} | "
+                f"{episodes['wall_time'][chunk[-1]] / 60:.0f} | {episodes['episode_return'][chunk].mean():.1f} | "
+                f"{100 * won:.0f}% |"
+            )
         last = np.arange(max(0, n - 100), n)
-        row = {"run": str(run_dir), "algo": checkpoint["algo"], "steps": checkpoint["global_step"],
-               "frames": checkpoint["global_step"] * skip, "minutes": checkpoint["wall_time"] / 60, "games": n,
-               "train_score": episodes["episode_return"][last].mean() if n else float("nan"),
-               "points_won": 100 * episodes["points_won"][last].sum() / max(1, played[last].sum()),
-               "lost_21_0": int(((episodes["points_won"][last] == 0) & (episodes["points_lost"][last] >= 21)).sum())}
+        row = {
+            "run": str(run_dir),
+            "algo": checkpoint["algo"],
+            "steps": checkpoint["global_step"],
+            "frames": checkpoint["global_step"] * skip,
+            "minutes": checkpoint["wall_time"] / 60,
+            "games": n,
+            "train_score": episodes["episode_return"][last].mean() if n else float("nan"),
+            "points_won": 100 * episodes["points_won"][last].sum() / max(1, played[last].sum()),
+            "lost_21_0": int(((episodes["points_won"][last] == 0) & (episodes["points_lost"][last] >= 21)).sum()),
+        }
         paths = sorted((run_dir / "checkpoints").glob("step_*.pt")) if args.snapshots and args.games else []
         if paths:
             started = time.perf_counter()
             results = evaluate_many([(path, True, 0.0) for path in paths], args.games, args.jobs)
-            print(f"\nsnapshots, {args.games} greedy evaluation games each without sticky actions (seeds 10000, ...), "
-                  f"{time.perf_counter() - started:.0f} s:\n")
+            print(
+                f"\nsnapshots, {args.games} greedy evaluation games each without sticky actions (seeds 10000, ...), "
+                f"{time.perf_counter() - started:.0f} s:\n"
+            )
             print("| agent steps | Atari frames | wall time (min) | mean score ± sd (games) |")
             print("|---|---|---|---|")
             points[label] = []
             for path, scores in zip(paths, results):
                 snapshot = load_checkpoint(path)
                 points[label].append((snapshot["global_step"], snapshot["wall_time"], scores.mean()))
-                print(f"| {snapshot['global_step']:,} | {snapshot['global_step'] * skip / 1e6:.1f} M | "
-                      f"{snapshot['wall_time'] / 60:.0f} | {describe(scores)} |")
+                print(
+                    f"| {snapshot['global_step']:,} | {snapshot['global_step'] * skip / 1e6:.1f} M | "
+                    f"{snapshot['wall_time'] / 60:.0f} | {describe(scores)} |"
+                )
         if args.games:
             started = time.perf_counter()
             runs = [(name, sticky, greedy) for name, sticky in PROTOCOLS.items() for greedy in (True, False)]
-            results = evaluate_many([(checkpoint_path, greedy, sticky) for _, sticky, greedy in runs], args.games,
-                                    args.jobs)
-            print(f"\n{checkpoint_path.name}, {args.games} evaluation games per protocol (seeds 10000, ...), "
-                  f"{time.perf_counter() - started:.0f} s:\n")
+            results = evaluate_many(
+                [(checkpoint_path, greedy, sticky) for _, sticky, greedy in runs], args.games, args.jobs
+            )
+            print(
+                f"\n{checkpoint_path.name}, {args.games} evaluation games per protocol (seeds 10000, ...), "
+                f"{time.perf_counter() - started:.0f} s:\n"
+            )
             print("| protocol | actions | mean score ± sd (games) |\n|---|---|---|")
             for (name, sticky, greedy), scores in zip(runs, results):
                 kind = "greedy" if greedy else "sampled"
@@ -379,13 +447,18 @@ def pong_report(args) -> None:
                 print(f"| {name} | {kind} | {describe(scores)} |")
         summary.append(row)
     columns = [f"{kind}, {name}" for name in PROTOCOLS for kind in ("greedy", "sampled")]
-    print(f"\n| run | algorithm | agent steps | Atari frames | training wall time (min) | games | last 100 games: mean "
-          f"score | points won | lost 21-0 | {' | '.join(columns)} |")
+    print(
+        f"\n| run | algorithm | agent steps | Atari frames | training wall time (min) | games | last 100 games: mean "
+        f"score | points won | lost 21-0 | {' | '.join(columns)} |"
+    )
     print("|---" * (9 + len(columns)) + "|")
     for r in summary:
-        print(f"| {r['run']} | {r['algo']} | {r['steps']:,} | {r['frames']:,} | {r['minutes']:.0f} | {r['games']} | "
-              f"{r['train_score']:.1f} | {r['points_won']:.0f}% | {r['lost_21_0']} | "
-              + " | ".join(r.get(c, "-") for c in columns) + " |")
+        print(
+            f"| {r['run']} | {r['algo']} | {r['steps']:,} | {r['frames']:,} | {r['minutes']:.0f} | {r['games']} | "
+            f"{r['train_score']:.1f} | {r['points_won']:.0f}% | {r['lost_21_0']} | "
+            + " | ".join(r.get(c, "-") for c in columns)
+            + " |"
+        )
     figure = plot_score_comparison(curves, Path(args.figure), points, "Pong: score against agent steps and wall time")
     print(f"\nfigure: {figure}; load average at the end: {load()}")
 
@@ -405,11 +478,15 @@ def pong_games(args) -> None:
     out = BENCH_RUNS / "pong_games"
     out.mkdir(parents=True, exist_ok=True)
     mode = "sampled" if args.sampled else "greedy"
-    print(f"{machine()}\n{agent.path}: {agent.checkpoint['global_step']:,} agent steps; {args.games} {mode} games, "
-          f"sticky {args.sticky:g}, seeds {args.seed}, ...\n")
-    print("| seed | score | won-lost | longest run of lost points | points won after a lost point (the agent receives "
-          "the serve) | after a won point | paddle at the top / bottom edge | actions NOOP FIRE UP DOWN UPFIRE "
-          "DOWNFIRE |\n|---|---|---|---|---|---|---|---|")
+    print(
+        f"{machine()}\n{agent.path}: {agent.checkpoint['global_step']:,} agent steps; {args.games} {mode} games, "
+        f"sticky {args.sticky:g}, seeds {args.seed}, ...\n"
+    )
+    print(
+        "| seed | score | won-lost | longest run of lost points | points won after a lost point (the agent receives "
+        "the serve) | after a won point | paddle at the top / bottom edge | actions NOOP FIRE UP DOWN UPFIRE "
+        "DOWNFIRE |\n|---|---|---|---|---|---|---|---|"
+    )
     after = {-1: [], 1: []}
     for k in range(args.games):
         env = agent.make_env(args.seed + k, args.sticky)
@@ -432,8 +509,9 @@ def pong_games(args) -> None:
             done = terminated or truncated
         env.close()
         data = {key: np.array(values) for key, values in log.items()}
-        np.savez_compressed(out / f"{Path(args.ckpt_path).stem}_{mode}_sticky{args.sticky:g}_{args.seed + k}.npz",
-                            **data)
+        np.savez_compressed(
+            out / f"{Path(args.ckpt_path).stem}_{mode}_sticky{args.sticky:g}_{args.seed + k}.npz", **data
+        )
         points = data["reward"][data["reward"] != 0]
         runs = np.diff(np.flatnonzero(np.concatenate([[1], points, [1]]) > 0)) - 1
         top, bottom = (data["player_y"] <= 40).mean(), (data["player_y"] >= 200).mean()
@@ -443,26 +521,40 @@ def pong_games(args) -> None:
             outcomes = points[1:][points[:-1] == previous] > 0
             after[previous].extend(outcomes)
             won_after[previous] = f"{outcomes.sum()}/{len(outcomes)}"
-        print(f"| {args.seed + k} | {points.sum():+.0f} | {(points > 0).sum()}-{(points < 0).sum()} | {runs.max()} | "
-              f"{won_after[-1]} | {won_after[1]} | {100 * top:.0f}% / {100 * bottom:.0f}% | "
-              f"{' '.join(f'{100 * v:.0f}%' for v in shares)} |", flush=True)
-    print(f"\nall games: points won after a lost point {np.mean(after[-1]):.0%} ({len(after[-1])} points), after a "
-          f"won point {np.mean(after[1]):.0%} ({len(after[1])} points)")
+        print(
+            f"| {args.seed + k} | {points.sum():+.0f} | {(points > 0).sum()}-{(points < 0).sum()} | {runs.max()} | "
+            f"{won_after[-1]} | {won_after[1]} | {100 * top:.0f}% / {100 * bottom:.0f}% | "
+            f"{' '.join(f'{100 * v:.0f}%' for v in shares)} |",
+            flush=True,
+        )
+    print(
+        f"\nall games: points won after a lost point {np.mean(after[-1]):.0%} ({len(after[-1])} points), after a "
+        f"won point {np.mean(after[1]):.0%} ({len(after[1])} points)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("cartpole")
-    p.add_argument("--reinforce_episodes", type=int, nargs="+", default=[500, 1500],
-                   help="REINFORCE training lengths to run (the lab: 500; the config: 1500)")
+    p.add_argument(
+        "--reinforce_episodes",
+        type=int,
+        nargs="+",
+        default=[500, 1500],
+        help="REINFORCE training lengths to run (the lab: 500; the config: 1500)",
+    )
     p.add_argument("--eval_episodes", type=int, default=100)
     p.add_argument("--algos", nargs="+", default=["reinforce", "ppo"], choices=["reinforce", "ppo"])
     p = sub.add_parser("pong-throughput")
     p.add_argument("--seconds", type=float, default=8, help="seconds to time each environment/inference part")
     p.add_argument("--updates", type=int, default=2, help="updates to time for each update part")
-    p.add_argument("--train_updates", type=int, default=8, help="PPO updates (of 1,024 agent steps) to time for each "
-                                                                  "whole loop, after one untimed update")
+    p.add_argument(
+        "--train_updates",
+        type=int,
+        default=8,
+        help="PPO updates (of 1,024 agent steps) to time for each whole loop, after one untimed update",
+    )
     p = sub.add_parser("pong-games")
     p.add_argument("--ckpt_path", required=True, help="checkpoint file or run folder")
     p.add_argument("--games", type=int, default=10)
@@ -480,10 +572,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
-    {"cartpole": cartpole, "pong-throughput": pong_throughput, "pong-report": pong_report,
-     "pong-games": pong_games}[args.what](args)
-    print(f"\n(command: python benchmarks/rl.py {' '.join(sys.argv[1:])}; wall time "
-          f"{time.perf_counter() - started:.0f} s)")
+    {"cartpole": cartpole, "pong-throughput": pong_throughput, "pong-report": pong_report, "pong-games": pong_games}[
+        args.what
+    ](args)
+    print(
+        f"\n(command: python benchmarks/rl.py {' '.join(sys.argv[1:])}; wall time "
+        f"{time.perf_counter() - started:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

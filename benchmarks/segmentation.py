@@ -30,17 +30,36 @@ CONFIGS = REPO / "configs" / "segmentation"
 
 # name -> (config, epochs, extra CLI arguments, what it measures)
 RUNS: dict[str, tuple[str, int, list[str], str]] = {
-    "msrc_unet_mobilenet_v2": ("unet_mobilenet_v2_msrc.yaml", 40, [],
-                               "(b) ImageNet MobileNetV2 + U-Net decoder, MSRC-v2; target course acc >= 85%"),
-    "camvid_unet_mobilenet_v2": ("unet_mobilenet_v2_camvid.yaml", 40, [],
-                                 "(b) ImageNet MobileNetV2 + U-Net decoder, CamVid; target mIoU >= 55 at 360x480"),
-    "camvid_lraspp": ("lraspp_camvid.yaml", 12, ["--model.weights", "null", "--model.weights_backbone", "null"],
-                      "(a) LR-ASPP MobileNetV3, CamVid from scratch (offline: no torchvision weights)"),
-    "msrc_lraspp_from_camvid": ("lraspp_msrc.yaml", 12,
-                                ["--model.weights", str(BENCH / "camvid_lraspp" / "checkpoints" / "best.ckpt")],
-                                "(a) LR-ASPP MobileNetV3, MSRC-v2, from the CamVid run's checkpoint, new last layer"),
-    "msrc_lraspp_scratch": ("lraspp_msrc.yaml", 12, ["--model.weights", "null", "--model.weights_backbone", "null"],
-                            "(a) LR-ASPP MobileNetV3, MSRC-v2 from scratch"),
+    "msrc_unet_mobilenet_v2": (
+        "unet_mobilenet_v2_msrc.yaml",
+        40,
+        [],
+        "(b) ImageNet MobileNetV2 + U-Net decoder, MSRC-v2; target course acc >= 85%",
+    ),
+    "camvid_unet_mobilenet_v2": (
+        "unet_mobilenet_v2_camvid.yaml",
+        40,
+        [],
+        "(b) ImageNet MobileNetV2 + U-Net decoder, CamVid; target mIoU >= 55 at 360x480",
+    ),
+    "camvid_lraspp": (
+        "lraspp_camvid.yaml",
+        12,
+        ["--model.weights", "null", "--model.weights_backbone", "null"],
+        "(a) LR-ASPP MobileNetV3, CamVid from scratch (offline: no torchvision weights)",
+    ),
+    "msrc_lraspp_from_camvid": (
+        "lraspp_msrc.yaml",
+        12,
+        ["--model.weights", str(BENCH / "camvid_lraspp" / "checkpoints" / "best.ckpt")],
+        "(a) LR-ASPP MobileNetV3, MSRC-v2, from the CamVid run's checkpoint, new last layer",
+    ),
+    "msrc_lraspp_scratch": (
+        "lraspp_msrc.yaml",
+        12,
+        ["--model.weights", "null", "--model.weights_backbone", "null"],
+        "(a) LR-ASPP MobileNetV3, MSRC-v2 from scratch",
+    ),
 }
 METRICS = ("acc", "pixel_acc", "miou")
 
@@ -59,8 +78,9 @@ class WallClock:
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"seconds": round(self.before + time.time() - self.start, 1),
-                                   "sessions": self.sessions}))
+        tmp.write_text(
+            json.dumps({"seconds": round(self.before + time.time() - self.start, 1), "sessions": self.sessions})
+        )
         os.replace(tmp, self.path)
 
     def _loop(self) -> None:
@@ -84,10 +104,26 @@ def run(name: str, epochs: int | None = None) -> int:
         print(f"{name}: finished earlier ({run_dir})")
         return 0
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-    cmd = [sys.executable, "-m", "i2dl", "segmentation", "fit", "-c", str(CONFIGS / config), "--run_dir", str(run_dir),
-           "--trainer.max_epochs", str(epochs or default_epochs), "--trainer.enable_progress_bar", "false",
-           "--trainer.log_every_n_steps", "10",
-           "--test_after_fit", "false", *extra] + (["--ckpt_path", "last"] if resume else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "i2dl",
+        "segmentation",
+        "fit",
+        "-c",
+        str(CONFIGS / config),
+        "--run_dir",
+        str(run_dir),
+        "--trainer.max_epochs",
+        str(epochs or default_epochs),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.log_every_n_steps",
+        "10",
+        "--test_after_fit",
+        "false",
+        *extra,
+    ] + (["--ckpt_path", "last"] if resume else [])
     print(("resuming " if resume else "starting ") + " ".join(cmd), flush=True)
     with WallClock(run_dir):
         code = subprocess.call(cmd, cwd=REPO)
@@ -99,12 +135,12 @@ def run(name: str, epochs: int | None = None) -> int:
 @torch.no_grad()
 def evaluate(ckpt: Path, split: str = "test") -> dict[str, float]:
     """Course accuracy, pixel accuracy, mIoU and per-class IoU of a checkpoint on a split at full resolution."""
-    from i2dl.segmentation.data import SegmentationDataModule
-    from i2dl.segmentation.module import PerImageAccuracy, SegmentationModule, iou_from_confusion
-    from i2dl.training import load_module
     from torchmetrics.classification import MulticlassConfusionMatrix
 
+    from i2dl.segmentation.data import SegmentationDataModule
     from i2dl.segmentation.datasets import IGNORE_INDEX
+    from i2dl.segmentation.module import PerImageAccuracy, SegmentationModule, iou_from_confusion
+    from i2dl.training import load_module
 
     module = load_module(SegmentationModule, ckpt)
     data = SegmentationDataModule(dataset=module.hparams.dataset, eval_batch_size=4)
@@ -117,9 +153,14 @@ def evaluate(ckpt: Path, split: str = "test") -> dict[str, float]:
         confusion.update(preds, y)
     matrix = confusion.compute()
     iou = iou_from_confusion(matrix)
-    return {"acc": float(accuracy.compute()), "pixel_acc": float(matrix.diag().sum() / matrix.sum()),
-            "miou": float(iou.nanmean()), "iou": dict(zip(module.class_names, iou.tolist())),
-            "eval_seconds": time.time() - start, "epoch": int(module.extra_checkpoint.get("epoch", -1)) + 1}
+    return {
+        "acc": float(accuracy.compute()),
+        "pixel_acc": float(matrix.diag().sum() / matrix.sum()),
+        "miou": float(iou.nanmean()),
+        "iou": dict(zip(module.class_names, iou.tolist())),
+        "eval_seconds": time.time() - start,
+        "epoch": int(module.extra_checkpoint.get("epoch", -1)) + 1,
+    }
 
 
 def report() -> None:
@@ -136,24 +177,33 @@ def report() -> None:
             print(f"| {name} | {what} | not run | | | | |")
             continue
         result = evaluate(ckpt)
-        wall = json.loads((run_dir / "wall_time.json").read_text())["seconds"] if (run_dir / "wall_time.json").is_file() else float("nan")
+        wall = (
+            json.loads((run_dir / "wall_time.json").read_text())["seconds"]
+            if (run_dir / "wall_time.json").is_file()
+            else float("nan")
+        )
         last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         done = "" if (run_dir / "fit_done").is_file() else " (stopped)"
-        print(f"| {name} | {what} | {last['epoch'] + 1}{done} ({result['epoch']}) / {epochs} | {result['acc']:.2%} | "
-              f"{result['pixel_acc']:.2%} | {result['miou']:.2%} | {wall / 60:.0f} min |")
+        print(
+            f"| {name} | {what} | {last['epoch'] + 1}{done} ({result['epoch']}) / {epochs} | {result['acc']:.2%} | "
+            f"{result['pixel_acc']:.2%} | {result['miou']:.2%} | {wall / 60:.0f} min |"
+        )
         details.append((name, result))
         (run_dir / "test_report.json").write_text(json.dumps(result, indent=2))
     for name, result in details:
-        print(f"\n{name} per-class test IoU: " + ", ".join(f"{c} {v:.2f}" for c, v in result["iou"].items()
-                                                           if v == v))
+        print(f"\n{name} per-class test IoU: " + ", ".join(f"{c} {v:.2f}" for c, v in result["iou"].items() if v == v))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "report"])
     parser.add_argument("names", nargs="*", help=f"runs ({', '.join(RUNS)}) or 'all'")
-    parser.add_argument("--epochs", type=int, default=None, help="override the planned epochs (keep it fixed "
-                                                                  "across resumed sessions: the schedule depends on it)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="override the planned epochs (keep it fixed across resumed sessions: the schedule depends on it)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("I2DL_DATA", str(REPO.parent / "shared" / "data"))
     if args.command == "report":

@@ -21,8 +21,9 @@ from i2dl.segmentation.module import SegmentationModule
 
 def step_seconds(channels_last: bool, bf16: bool, steps: int, batch: int, size: int) -> float:
     torch.manual_seed(0)
-    module = SegmentationModule(approach="backbone_decoder", decoder_channels=(128, 64, 32, 16),
-                                channels_last=channels_last).train()
+    module = SegmentationModule(
+        approach="backbone_decoder", decoder_channels=(128, 64, 32, 16), channels_last=channels_last
+    ).train()
     optimizer = torch.optim.AdamW(module.parameters(), 1e-3)
     x = torch.rand(batch, 3, size, size)
     y = torch.randint(0, module.info.num_classes, (batch, size, size))
@@ -52,8 +53,11 @@ def main() -> None:
     for channels_last, bf16 in ((False, False), (True, False), (False, True), (True, True)):
         seconds = step_seconds(channels_last, bf16, args.steps, args.batch, args.size)
         reference = reference or seconds
-        print(f"{'channels-last' if channels_last else 'NCHW':13s} {'bf16 autocast' if bf16 else 'float32':13s} "
-              f"{seconds * 1000:6.0f} ms/step  {reference / seconds:.2f}x the float32 NCHW reference", flush=True)
+        print(
+            f"{'channels-last' if channels_last else 'NCHW':13s} {'bf16 autocast' if bf16 else 'float32':13s} "
+            f"{seconds * 1000:6.0f} ms/step  {reference / seconds:.2f}x the float32 NCHW reference",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

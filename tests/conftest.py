@@ -29,12 +29,19 @@ def _isolated_runs(tmp_path, monkeypatch):
     monkeypatch.setattr("i2dl.training.RUNS_ROOT", tmp_path / "runs", raising=False)
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m i2dl ...` as a user would; returns the finished process (output captured as text)."""
     full_env = {**os.environ, "I2DL_DATA": str(SHARED_DATA), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "i2dl", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=cwd or REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "i2dl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd or REPO,
+    )
 
 
 def run_main(*args: str) -> tuple[int, str, str]:
@@ -63,8 +70,9 @@ def execute_notebook(name: str, monkeypatch, cwd: Path = REPO):
 
     monkeypatch.setenv("I2DL_NOTEBOOK_SMOKE", "1")
     nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
-    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), \
+    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
         f"{name}.ipynb is committed with outputs"
+    )
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     return nb, text

@@ -19,21 +19,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import REPO, SHARED_DATA, run_main
+from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app extra is not installed (pip install 'i2dl[app]')")
 pytest.importorskip("gradio", reason="the app extra is not installed (pip install 'i2dl[app]')")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError as RemoteError  # noqa: E402
-
-from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES  # noqa: E402
 from test_app_parts import face_photo, mean_face_keypoints, mean_face_model, save_lightning_checkpoint  # noqa: E402
 
+from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES  # noqa: E402
+
 CHROMIUM = Path(os.environ.get("I2DL_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = os.environ.get("I2DL_APP_SCREENSHOTS")  # where the browser test keeps its screenshots (else a tmp dir)
 
 
@@ -55,7 +62,7 @@ def train_digits(run_dir: Path) -> Path:
     try:
         for _ in range(4):
             for start in range(2000, 10000, 64):
-                loss = torch.nn.functional.cross_entropy(module(x_all[start:start + 64]), y_all[start:start + 64])
+                loss = torch.nn.functional.cross_entropy(module(x_all[start : start + 64]), y_all[start : start + 64])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -64,10 +71,22 @@ def train_digits(run_dir: Path) -> Path:
             accuracy = float((module(x_all[:2000]).argmax(1) == y_all[:2000]).float().mean())
     finally:
         torch.set_num_threads(threads)
-    path = save_lightning_checkpoint(module, run_dir, "digits", "fc", "test/acc", accuracy,
-                                     {"model": {"arch": "lab_fc"}, "data": {"dataset": "mnist"}})
-    plot_image_grid(images[:8], [str(int(v)) for v in labels[:8]], run_dir / "figures" / "test_predictions.png",
-                    ncols=8, title="test digits")
+    path = save_lightning_checkpoint(
+        module,
+        run_dir,
+        "digits",
+        "fc",
+        "test/acc",
+        accuracy,
+        {"model": {"arch": "lab_fc"}, "data": {"dataset": "mnist"}},
+    )
+    plot_image_grid(
+        images[:8],
+        [str(int(v)) for v in labels[:8]],
+        run_dir / "figures" / "test_predictions.png",
+        ncols=8,
+        title="test digits",
+    )
     return path
 
 
@@ -76,8 +95,15 @@ def segmentation_model(run_dir: Path, dataset: str) -> Path:
 
     torch.manual_seed(0)
     module = SegmentationModule(dataset=dataset, approach="backbone_decoder", decoder_channels=(32, 16, 16, 8))
-    return save_lightning_checkpoint(module.eval(), run_dir, "segmentation", f"unet_{dataset}", "test/miou", 0.05,
-                                     {"model": {"dataset": dataset}, "data": {"dataset": dataset}})
+    return save_lightning_checkpoint(
+        module.eval(),
+        run_dir,
+        "segmentation",
+        f"unet_{dataset}",
+        "test/miou",
+        0.05,
+        {"model": {"dataset": dataset}, "data": {"dataset": dataset}},
+    )
 
 
 def autoencoder_model(run_dir: Path) -> Path:
@@ -85,8 +111,15 @@ def autoencoder_model(run_dir: Path) -> Path:
 
     torch.manual_seed(0)
     module = AutoencoderModule(arch="conv", latent_dim=16, width=8)
-    return save_lightning_checkpoint(module.eval(), run_dir, "autoencoder", "pretrain_conv", "test/loss", 0.1,
-                                     {"data": {"dataset": "mnist", "stage": "pretrain"}})
+    return save_lightning_checkpoint(
+        module.eval(),
+        run_dir,
+        "autoencoder",
+        "pretrain_conv",
+        "test/loss",
+        0.1,
+        {"data": {"dataset": "mnist", "stage": "pretrain"}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +135,24 @@ def app_files(tmp_path_factory) -> dict:
     sweep = runs / "autoencoder" / "sweep_conv"
     sweep.mkdir(parents=True)
     Image.new("RGB", (60, 40), (20, 120, 200)).save(sweep / "accuracy_vs_labels.png")
-    code, _, err = run_main("rl", "train", "-c", str(REPO / "configs/rl/ppo_cartpole.yaml"), "--run_dir",
-                            str(runs / "rl" / "ppo_cartpole"), "--total_steps", "64", "--num_envs", "2",
-                            "--num_steps", "16", "--update_epochs", "1", "--tensorboard", "false")
+    code, _, err = run_main(
+        "rl",
+        "train",
+        "-c",
+        str(REPO / "configs/rl/ppo_cartpole.yaml"),
+        "--run_dir",
+        str(runs / "rl" / "ppo_cartpole"),
+        "--total_steps",
+        "64",
+        "--num_envs",
+        "2",
+        "--num_steps",
+        "16",
+        "--update_epochs",
+        "1",
+        "--tensorboard",
+        "false",
+    )
     assert code == 0, err[-2000:]
     files["rl"] = next((runs / "rl" / "ppo_cartpole" / "checkpoints").glob("*.pt"))
     old = runs / "old" / "flat_run"  # a run folder from before the results.json schema
@@ -137,8 +185,13 @@ def server(app_files):
     port = free_port()
     env = {**os.environ, "I2DL_DATA": str(SHARED_DATA), "PYTHONUNBUFFERED": "1"}
     log = open(app_files["base"] / "app.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "i2dl", "app", "--runs", str(app_files["runs"]), "--port",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=app_files["base"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "i2dl", "app", "--runs", str(app_files["runs"]), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=app_files["base"],
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while "i2dl app: http" not in Path(log.name).read_text():
@@ -172,8 +225,18 @@ def test_the_server_binds_loopback_and_announces_itself(server):
 
 def test_every_tab_has_its_endpoint(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/digits", "/digits_sketch", "/autoencoder", "/autoencoder_sketch", "/autoencoder_interpolate",
-            "/keypoints", "/segmentation", "/rl", "/runs", "/run_details"} <= names
+    assert {
+        "/digits",
+        "/digits_sketch",
+        "/autoencoder",
+        "/autoencoder_sketch",
+        "/autoencoder_interpolate",
+        "/keypoints",
+        "/segmentation",
+        "/rl",
+        "/runs",
+        "/run_details",
+    } <= names
 
 
 def digit_scan(tmp_path: Path, index: int) -> tuple[Path, int]:
@@ -190,8 +253,9 @@ def test_digits_reads_uploaded_scans_and_shows_the_28x28_input(client, app_files
     right = 0
     for index in range(6):
         path, label = digit_scan(tmp_path, index)
-        probabilities, seen, message = client.predict(handle_file(str(path)), rel(app_files, "digits"),
-                                                      api_name="/digits")
+        probabilities, seen, message = client.predict(
+            handle_file(str(path)), rel(app_files, "digits"), api_name="/digits"
+        )
         assert len(probabilities["confidences"]) == 10
         assert sum(c["confidence"] for c in probabilities["confidences"]) == pytest.approx(1, abs=1e-3)
         assert Image.open(seen).size == (28, 28)
@@ -217,8 +281,9 @@ def test_digits_sketchpad_drawing(client, app_files, tmp_path):
 
 
 def test_keypoints_finds_both_faces_and_maps_the_points_back(client, app_files):
-    overlay, download, data, message = client.predict(handle_file(str(app_files["photo"])),
-                                                      rel(app_files, "keypoints"), api_name="/keypoints")
+    overlay, download, data, message = client.predict(
+        handle_file(str(app_files["photo"])), rel(app_files, "keypoints"), api_name="/keypoints"
+    )
     assert "2 faces" in message
     assert Image.open(overlay).size == (640, 480)
     saved = json.loads(Path(download).read_text())
@@ -238,24 +303,27 @@ def test_keypoints_finds_both_faces_and_maps_the_points_back(client, app_files):
 def test_segmentation_overlay_legend_and_shares(client, app_files):
     from i2dl.segmentation.datasets import CAMVID_CLASSES, MSRC_CLASSES, MSRC_PALETTE
 
-    overlay, legend, shares, message = client.predict(handle_file(str(app_files["street"])), rel(app_files, "msrc"),
-                                                      0.5, api_name="/segmentation")
+    overlay, legend, shares, message = client.predict(
+        handle_file(str(app_files["street"])), rel(app_files, "msrc"), 0.5, api_name="/segmentation"
+    )
     width, height = Image.open(app_files["street"]).size
     assert Image.open(overlay).size == (width, height)
     assert set(shares) <= set(MSRC_CLASSES) and sum(shares.values()) == pytest.approx(1, abs=1e-3)
     first = next(iter(shares))
     r, g, b = MSRC_PALETTE[MSRC_CLASSES.index(first)]
     assert f'data-class="{first}"' in legend and f"rgb({r},{g},{b})" in legend and "MSRC-v2" in message
-    _, _, shares, message = client.predict(handle_file(str(app_files["street"])), rel(app_files, "camvid"), 0.5,
-                                           api_name="/segmentation")
+    _, _, shares, message = client.predict(
+        handle_file(str(app_files["street"])), rel(app_files, "camvid"), 0.5, api_name="/segmentation"
+    )
     assert set(shares) <= set(CAMVID_CLASSES) and "CamVid" in message
 
 
 def test_autoencoder_reconstruction_interpolation(client, app_files):
     seen, output, message = client.predict(7, rel(app_files, "autoencoder"), api_name="/autoencoder")
     assert Image.open(seen).size == Image.open(output).size == (28, 28) and "MSE" in message
-    between, strip, message = client.predict(3, 2, 0.25, rel(app_files, "autoencoder"),
-                                             api_name="/autoencoder_interpolate")
+    between, strip, message = client.predict(
+        3, 2, 0.25, rel(app_files, "autoencoder"), api_name="/autoencoder_interpolate"
+    )
     assert Image.open(between).size == (28, 28) and Image.open(strip).size == (9 * 28 + 8 * 2, 28)
     assert "75% of #3" in message
 
@@ -275,13 +343,18 @@ def test_rl_plays_one_episode_into_a_video(client, app_files):
 def test_runs_lists_every_run_folder_with_its_figures(client, app_files):
     frame = client.predict("all", api_name="/runs")[0]
     rows = {row[-1]: row for row in frame["data"]}
-    assert {"digits/fc", "keypoints/keypointnet", "segmentation/unet_msrc", "rl/ppo_cartpole", "old/flat_run",
-            "autoencoder/pretrain_conv"} <= set(rows)
+    assert {
+        "digits/fc",
+        "keypoints/keypointnet",
+        "segmentation/unet_msrc",
+        "rl/ppo_cartpole",
+        "old/flat_run",
+        "autoencoder/pretrain_conv",
+    } <= set(rows)
     assert rows["rl/ppo_cartpole"][1:4] == ["rl", "ppo_cartpole", "finished"]
     assert rows["old/flat_run"][3:6] == ["old results.json", "test/acc", 0.5]
     figures, results, message = client.predict("digits/fc", api_name="/run_details")
-    names = [Path(item["image"]["path"] if isinstance(item["image"], dict) else item["image"]).name
-             for item in figures]
+    names = [Path(item["image"]["path"] if isinstance(item["image"], dict) else item["image"]).name for item in figures]
     assert "test_predictions.png" in names and "link.png" not in names  # a symbolic link is never followed
     assert results["lab"] == "digits" and "test/acc" in message
     digits_only = client.predict("digits", api_name="/runs")[0]
@@ -303,11 +376,16 @@ def test_a_tab_without_checkpoints_says_how_to_train_one(tmp_path):
 
 # --- bad input: a message in the page, and the server goes on ------------------------------------------------------
 def bad_files(tmp_path: Path) -> dict[str, Path]:
-    files = {"text": tmp_path / "notes.png", "truncated": tmp_path / "cut.jpg", "bomb": tmp_path / "bomb.png",
-             "no_face": tmp_path / "wall.png"}
+    files = {
+        "text": tmp_path / "notes.png",
+        "truncated": tmp_path / "cut.jpg",
+        "bomb": tmp_path / "bomb.png",
+        "no_face": tmp_path / "wall.png",
+    }
     files["text"].write_text("this is not an image\n")
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(
-        tmp_path / "full.jpg", quality=90)
+        tmp_path / "full.jpg", quality=90
+    )
     files["truncated"].write_bytes((tmp_path / "full.jpg").read_bytes()[:5000])
     Image.new("1", (8000, 7000)).save(files["bomb"])  # 56 megapixels in a few kB
     Image.new("RGB", (640, 480), (120, 140, 160)).save(files["no_face"])
@@ -379,11 +457,16 @@ def test_the_server_hands_out_its_own_files_only(server, client, app_files):
     assert httpx.get(server["url"] + "file=http://example.com/", timeout=10).status_code == 403
     for path in ["https://example.com/face.png", "http:\\/\\/example.com/face.png", "//example.com/face.png"]:
         body = '{"data": [{"path": "%s", "meta": {"_type": "gradio.FileData"}}, "x"]}' % path
-        response = httpx.post(server["url"] + "gradio_api/call/keypoints", content=body, timeout=10,
-                              headers={"content-type": "application/json"})
+        response = httpx.post(
+            server["url"] + "gradio_api/call/keypoints",
+            content=body,
+            timeout=10,
+            headers={"content-type": "application/json"},
+        )
         assert response.status_code == 403 and "never URLs" in response.text, path
-    message = client.predict(handle_file(str(app_files["photo"])), rel(app_files, "keypoints"),
-                             api_name="/keypoints")[-1]
+    message = client.predict(handle_file(str(app_files["photo"])), rel(app_files, "keypoints"), api_name="/keypoints")[
+        -1
+    ]
     assert "2 faces" in message  # uploads still work
 
 
@@ -407,6 +490,7 @@ def draw_stroke(page, selector: str, points: list[tuple[float, float]]) -> None:
 
     def at(p):
         return left + p[0] * side, top + p[1] * side
+
     page.mouse.move(*at(points[0]))
     page.mouse.down()
     for a, b in zip(points, points[1:]):
@@ -420,8 +504,10 @@ def test_in_a_real_browser(browser, server, app_files):
     shots.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     elsewhere: list[str] = []
-    page.on("request", lambda r: elsewhere.append(r.url)
-            if not r.url.startswith((server["url"], "data:", "blob:")) else None)
+    page.on(
+        "request",
+        lambda r: elsewhere.append(r.url) if not r.url.startswith((server["url"], "data:", "blob:")) else None,
+    )
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     page.goto(server["url"])
@@ -438,15 +524,13 @@ def test_in_a_real_browser(browser, server, app_files):
 
     # Autoencoder: filled in on load
     page.get_by_role("tab", name="Autoencoder").click()
-    page.wait_for_function("document.querySelector('#autoencoder-message').innerText.includes('MSE')",
-                           timeout=30000)
+    page.wait_for_function("document.querySelector('#autoencoder-message').innerText.includes('MSE')", timeout=30000)
     page.screenshot(path=str(shots / "autoencoder.png"))
 
     # Keypoints: upload the photo of two faces; the overlay and the JSON with 15 points per face appear
     page.get_by_role("tab", name="Keypoints").click()
     page.locator("#keypoints-photo input[type=file]").set_input_files(str(app_files["photo"]))
-    page.wait_for_function("document.querySelector('#keypoints-message').innerText.includes('faces')",
-                           timeout=30000)
+    page.wait_for_function("document.querySelector('#keypoints-message').innerText.includes('faces')", timeout=30000)
     assert "2 faces" in page.inner_text("#keypoints-message")
     overlay = page.locator("#keypoints-overlay img")
     overlay.wait_for(state="visible")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import SHARED_DATA, run_main
 from PIL import Image
 
-from conftest import SHARED_DATA, run_main
 from i2dl.app.common import AppError, find_runs, read_photo, resolve_checkpoint
-from i2dl.keypoints.kaggle_csv import read_keypoints_csv
 from i2dl.keypoints.faces import CROP_SCALE, FaceBox, crop_face, detect_faces, keypoints_of_faces
+from i2dl.keypoints.kaggle_csv import read_keypoints_csv
 from i2dl.runs import Run
 
 # two real faces (96x96 crops of the keypoints data): (index in test.csv.gz, size, top-left corner) in a 640x480 photo
@@ -23,8 +23,9 @@ FACES = ((0, 190, (60, 120)), (5, 130, (420, 200)))
 
 
 # --- helpers the app tests use too ---------------------------------------------------------------------------------
-def save_lightning_checkpoint(module: torch.nn.Module, run_dir: Path, lab: str, config: str, metric: str,
-                              value: float, config_yaml: dict) -> Path:
+def save_lightning_checkpoint(
+    module: torch.nn.Module, run_dir: Path, lab: str, config: str, metric: str, value: float, config_yaml: dict
+) -> Path:
     """A run folder as a Lightning lab writes it: checkpoints/best.ckpt (hyper-parameters + weights), config.yaml,
     results.json."""
     path = run_dir / "checkpoints" / "best.ckpt"
@@ -51,8 +52,15 @@ def mean_face_model(run_dir: Path) -> Path:
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(((mean_face_keypoints() - 48) / 48).flatten())
-    return save_lightning_checkpoint(module.eval(), run_dir, "keypoints", "keypointnet", "test/rmse_px", 3.0,
-                                     {"model": {"arch": "keypointnet", "width": 8}})
+    return save_lightning_checkpoint(
+        module.eval(),
+        run_dir,
+        "keypoints",
+        "keypointnet",
+        "test/rmse_px",
+        3.0,
+        {"model": {"arch": "keypointnet", "width": 8}},
+    )
 
 
 def face_photo(path: Path, faces=FACES, size=(640, 480)) -> list[dict]:
@@ -75,7 +83,7 @@ def square_iou(a: tuple[float, float, float], b: tuple[float, float, float]) -> 
     (ax, ay, aside), (bx, by, bside) = a, b
     w = max(0.0, min(ax + aside, bx + bside) - max(ax, bx))
     h = max(0.0, min(ay + aside, by + bside) - max(ay, by))
-    return w * h / (aside ** 2 + bside ** 2 - w * h)
+    return w * h / (aside**2 + bside**2 - w * h)
 
 
 # --- face detection ------------------------------------------------------------------------------------------------
@@ -134,8 +142,9 @@ def test_keypoints_predict_finds_the_faces_of_whole_photos_unless_told_not_to(tm
     placed = face_photo(tmp_path / "two.png")
     Image.new("RGB", (320, 240), (90, 110, 130)).save(tmp_path / "wall.png")
     out = tmp_path / "out"
-    code, stdout, err = run_main("keypoints", "predict", "--ckpt_path", str(ckpt), "--output_dir", str(out),
-                                 str(tmp_path / "two.png"))
+    code, stdout, err = run_main(
+        "keypoints", "predict", "--ckpt_path", str(ckpt), "--output_dir", str(out), str(tmp_path / "two.png")
+    )
     assert code == 0, err
     assert "two.png: 2 faces ->" in stdout
     data = json.loads((out / "two_keypoints.json").read_text())
@@ -144,12 +153,28 @@ def test_keypoints_predict_finds_the_faces_of_whole_photos_unless_told_not_to(tm
         points = torch.tensor(list(face["keypoints"].values()))
         assert (points - truth["keypoints"]).norm(dim=1).mean() / truth["side"] * 96 < 10
     assert Image.open(out / "two_keypoints.png").size == (640, 480)
-    code, _, err = run_main("keypoints", "predict", "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "o2"),
-                            str(tmp_path / "two.png"), str(tmp_path / "wall.png"))
+    code, _, err = run_main(
+        "keypoints",
+        "predict",
+        "--ckpt_path",
+        str(ckpt),
+        "--output_dir",
+        str(tmp_path / "o2"),
+        str(tmp_path / "two.png"),
+        str(tmp_path / "wall.png"),
+    )
     assert code == 2 and "wall.png: no face found" in err and "--no_detect" in err
     assert not (tmp_path / "o2").exists()  # every photo is checked before anything is written
-    code, stdout, _ = run_main("keypoints", "predict", "--ckpt_path", str(ckpt), "--output_dir", str(out),
-                               "--no_detect", str(tmp_path / "wall.png"))
+    code, stdout, _ = run_main(
+        "keypoints",
+        "predict",
+        "--ckpt_path",
+        str(ckpt),
+        "--output_dir",
+        str(out),
+        "--no_detect",
+        str(tmp_path / "wall.png"),
+    )
     assert code == 0 and "left eye centre at" in stdout
     assert len(json.loads((out / "wall_keypoints.json").read_text())["keypoints"]) == 15
 
@@ -197,7 +222,8 @@ def test_read_photo_refuses_what_is_not_a_sound_image_of_a_sane_size(tmp_path):
     with pytest.raises(AppError, match="notes.png is not an image file"):
         read_photo(tmp_path / "notes.png")
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(
-        tmp_path / "full.jpg")
+        tmp_path / "full.jpg"
+    )
     (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:3000])
     with pytest.raises(AppError, match="cut.jpg is damaged or truncated"):
         read_photo(tmp_path / "cut.jpg")
@@ -235,12 +261,14 @@ def test_checkpoint_choices_never_leave_the_runs_folder(tmp_path):
     (runs / "digits" / "fc" / "checkpoints" / "escape.ckpt").symlink_to(tmp_path / "outside.ckpt")
     (runs / "loop").symlink_to(runs, target_is_directory=True)  # a link loop is not walked
     assert resolve_checkpoint(runs, "digits/fc/checkpoints/best.ckpt", "digits").name == "best.ckpt"
-    for choice, message in [("../outside.ckpt", "outside the runs folder"),
-                            (str(tmp_path / "outside.ckpt"), "outside the runs folder"),
-                            ("digits/fc/checkpoints/escape.ckpt", "outside the runs folder"),
-                            ("digits/fc/results.json", "not a checkpoint file"),
-                            ("keypoints/net/checkpoints/best.ckpt", "is a keypoints checkpoint; the Digits tab"),
-                            ("digits/fc/checkpoints/missing.ckpt", "not a checkpoint file")]:
+    for choice, message in [
+        ("../outside.ckpt", "outside the runs folder"),
+        (str(tmp_path / "outside.ckpt"), "outside the runs folder"),
+        ("digits/fc/checkpoints/escape.ckpt", "outside the runs folder"),
+        ("digits/fc/results.json", "not a checkpoint file"),
+        ("keypoints/net/checkpoints/best.ckpt", "is a keypoints checkpoint; the Digits tab"),
+        ("digits/fc/checkpoints/missing.ckpt", "not a checkpoint file"),
+    ]:
         with pytest.raises(AppError, match=message):
             resolve_checkpoint(runs, choice, "digits")
     with pytest.raises(AppError, match="is an RL checkpoint"):
@@ -260,8 +288,12 @@ def test_old_run_folders_are_listed_as_well_as_they_can_be(tmp_path):
     (bare / "checkpoints").mkdir(parents=True)
     (bare / "checkpoints" / "best.ckpt").write_bytes(b"x")
     runs = {run.rel: run for run in find_runs(tmp_path / "runs")}
-    assert (runs["segmentation/old"].lab, runs["segmentation/old"].status, runs["segmentation/old"].metric,
-            runs["segmentation/old"].value, runs["segmentation/old"].wall_time) == \
-        ("segmentation", "old results.json", "test/miou", 0.6, 120.0)
+    assert (
+        runs["segmentation/old"].lab,
+        runs["segmentation/old"].status,
+        runs["segmentation/old"].metric,
+        runs["segmentation/old"].value,
+        runs["segmentation/old"].wall_time,
+    ) == ("segmentation", "old results.json", "test/miou", 0.6, 120.0)
     assert runs["segmentation/old"].checkpoint.name == "last.ckpt"
     assert (runs["keypoints/bare"].lab, runs["keypoints/bare"].status) == ("keypoints", "no results.json")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, execute_notebook, run_cli
+
 from i2dl.autoencoder.data import UNKNOWN_LABEL, AutoencoderDataModule, balanced_quotas, split_indices
 from i2dl.autoencoder.figures import pca_2d
 from i2dl.autoencoder.model import Autoencoder, Classifier
@@ -48,12 +48,15 @@ def test_split_is_seeded_class_balanced_and_disjoint(shared_data):
     assert len(whole[0]) == 59900 and len(whole[2]) == 0
 
 
-@pytest.mark.parametrize("num_labels, val_size, message", [
-    (5, 100, "num_labels=5: need at least one labeled image per class (10)"),
-    (-1, 100, "must not be negative"),
-    (59950, 100, "num_labels=59950: only 59900 training images are left"),
-    (100, 3, "val_size=3"),
-])
+@pytest.mark.parametrize(
+    "num_labels, val_size, message",
+    [
+        (5, 100, "num_labels=5: need at least one labeled image per class (10)"),
+        (-1, 100, "must not be negative"),
+        (59950, 100, "num_labels=59950: only 59900 training images are left"),
+        (100, 3, "val_size=3"),
+    ],
+)
 def test_impossible_splits_are_one_line_errors(num_labels, val_size, message):
     labels = torch.arange(60000) % 10
     with pytest.raises(I2DLError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -61,8 +64,15 @@ def test_impossible_splits_are_one_line_errors(num_labels, val_size, message):
 
 
 def test_datamodule_loaders(shared_data):
-    dm = AutoencoderDataModule(data_dir=str(shared_data), stage="finetune", num_labels=20, val_size=30,
-                               batch_size=16, samples_per_epoch=64, unlabeled_limit=100)
+    dm = AutoencoderDataModule(
+        data_dir=str(shared_data),
+        stage="finetune",
+        num_labels=20,
+        val_size=30,
+        batch_size=16,
+        samples_per_epoch=64,
+        unlabeled_limit=100,
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert len(loader) == 80 // 16  # 20 labels repeated 4 times to reach 64 images per epoch
@@ -82,8 +92,15 @@ def test_datamodule_loaders(shared_data):
 def test_clean_target_pretraining_reconstructs_the_unaugmented_image(shared_data):
     """pretrain_target=clean: the input is augmented, the target is the same image untouched, and the module's
     loss compares the reconstruction with that target (not with the input)."""
-    dm = AutoencoderDataModule(data_dir=str(shared_data), stage="pretrain", num_labels=20, val_size=30,
-                               batch_size=16, unlabeled_limit=64, pretrain_target="clean")
+    dm = AutoencoderDataModule(
+        data_dir=str(shared_data),
+        stage="pretrain",
+        num_labels=20,
+        val_size=30,
+        batch_size=16,
+        unlabeled_limit=64,
+        pretrain_target="clean",
+    )
     dm.setup("fit")
     x, target = next(iter(dm.train_dataloader()))
     assert x.shape == target.shape == (16, 1, 28, 28)
@@ -104,8 +121,15 @@ def test_pseudo_label_files_are_checked_against_the_split(shared_data, tmp_path)
     from i2dl.autoencoder.data import save_pseudo_labels, split_key
 
     def data(path, **kw):
-        dm = AutoencoderDataModule(data_dir=str(shared_data), num_labels=20, val_size=30, batch_size=16,
-                                   unlabeled_limit=100, pseudo_labels=str(path), **kw)
+        dm = AutoencoderDataModule(
+            data_dir=str(shared_data),
+            num_labels=20,
+            val_size=30,
+            batch_size=16,
+            unlabeled_limit=100,
+            pseudo_labels=str(path),
+            **kw,
+        )
         dm.setup("fit")
         return dm
 
@@ -160,7 +184,7 @@ def test_pca_finds_the_main_direction():
     codes = torch.stack([3 * t, -3 * t, 0.01 * torch.randn(200, generator=torch.Generator().manual_seed(0))], 1)
     points, share = pca_2d(codes)
     assert points.shape == (200, 2) and share[0] > 0.99
-    assert torch.allclose(points[:, 0].abs(), (3 * 2 ** 0.5 * t).abs(), atol=1e-2)
+    assert torch.allclose(points[:, 0].abs(), (3 * 2**0.5 * t).abs(), atol=1e-2)
 
 
 # --- encoder transfer and checkpoint checks ----------------------------------------------------------------------
@@ -187,8 +211,9 @@ def test_pretrained_encoder_is_loaded_and_modes_set_learning_rates(tmp_path, mon
     clf._trainer = FakeTrainer()
     groups = clf.configure_optimizers()["optimizer"].param_groups
     assert [g["initial_lr"] for g in groups] == pytest.approx([1e-4, 1e-3])  # encoder at lr * 0.1
-    frozen = EncoderClassifier(arch="conv", latent_dim=32, encoder_ckpt=str(tmp_path / "ae.ckpt"),
-                               encoder_mode="frozen")
+    frozen = EncoderClassifier(
+        arch="conv", latent_dim=32, encoder_ckpt=str(tmp_path / "ae.ckpt"), encoder_mode="frozen"
+    )
     frozen._trainer = FakeTrainer()
     assert not any(p.requires_grad for p in frozen.model.encoder.parameters())
     assert len(frozen.configure_optimizers()["optimizer"].param_groups) == 1
@@ -197,9 +222,10 @@ def test_pretrained_encoder_is_loaded_and_modes_set_learning_rates(tmp_path, mon
     assert [g["initial_lr"] for g in scratch.configure_optimizers()["optimizer"].param_groups] == [1e-3, 1e-3]
 
 
-@pytest.mark.parametrize("arch, latent, width, named", [("fc", 20, None, "arch='fc'"),
-                                                       ("conv", 64, None, "latent_dim=64"),
-                                                       ("conv", 32, 8, "width=8")])
+@pytest.mark.parametrize(
+    "arch, latent, width, named",
+    [("fc", 20, None, "arch='fc'"), ("conv", 64, None, "latent_dim=64"), ("conv", 32, 8, "width=8")],
+)
 def test_encoder_of_another_architecture_is_refused(tmp_path, arch, latent, width, named):
     module = AutoencoderModule(arch=arch, latent_dim=latent, width=width)
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "x.ckpt")
@@ -224,9 +250,14 @@ def _one_error_line(proc) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("value, message", [("5", "num_labels=5: need at least one labeled image per class"),
-                                            ("-4", "num_labels=-4: must not be negative"),
-                                            ("60000", "num_labels=60000: only 59900 training images")])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("5", "num_labels=5: need at least one labeled image per class"),
+        ("-4", "num_labels=-4: must not be negative"),
+        ("60000", "num_labels=60000: only 59900 training images"),
+    ],
+)
 def test_run_refuses_impossible_n(value, message, shared_data, capsys):
     from i2dl.cli import main
 
@@ -240,8 +271,9 @@ def test_run_refuses_impossible_n(value, message, shared_data, capsys):
 def test_whole_story_fc_and_encoder_mismatch(tmp_path):
     """`run --arch fc` covers pretrain_fc.yaml and finetune_fc.yaml; its encoder is then refused by the conv
     classifier, through the LightningCLI stage."""
-    proc = run_cli("autoencoder", "run", "--arch", "fc", "--smoke", "--run_dir", str(tmp_path / "story"),
-                   "--pseudo_labels", "0")
+    proc = run_cli(
+        "autoencoder", "run", "--arch", "fc", "--smoke", "--run_dir", str(tmp_path / "story"), "--pseudo_labels", "0"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| 100 | pretrained |" in proc.stdout and "| 100 | from scratch |" in proc.stdout
     assert "| 100 | pretrained + pseudo-labels |" in proc.stdout
@@ -265,9 +297,19 @@ def test_whole_story_fc_and_encoder_mismatch(tmp_path):
     config = (story / "pretrained" / "n100_seed0" / "config.yaml").read_text()
     assert "encoder_ckpt: " + str(story / "pretrain" / "checkpoints" / "best.ckpt") in config
 
-    proc = run_cli("autoencoder", "finetune", "fit", "-c", "configs/autoencoder/finetune_conv.yaml",
-                   "--run_dir", str(tmp_path / "bad"), "--trainer.max_steps", "1",
-                   "--model.encoder_ckpt", str(story / "pretrain" / "checkpoints" / "best.ckpt"))
+    proc = run_cli(
+        "autoencoder",
+        "finetune",
+        "fit",
+        "-c",
+        "configs/autoencoder/finetune_conv.yaml",
+        "--run_dir",
+        str(tmp_path / "bad"),
+        "--trainer.max_steps",
+        "1",
+        "--model.encoder_ckpt",
+        str(story / "pretrain" / "checkpoints" / "best.ckpt"),
+    )
     line = _one_error_line(proc)
     assert "arch='fc', latent_dim=20" in line and "arch='conv', latent_dim=32" in line
 
@@ -278,12 +320,29 @@ def test_sweep_conv_reuses_one_encoder(tmp_path, shared_data, capsys):
     from i2dl.autoencoder.cli import main
 
     sweep = tmp_path / "sw"
-    main(["sweep", "--smoke", "--num_labels", "20", "10", "--run_dir", str(sweep), "--data_dir", str(shared_data),
-          "--linear_probe", "3"])
+    main(
+        [
+            "sweep",
+            "--smoke",
+            "--num_labels",
+            "20",
+            "10",
+            "--run_dir",
+            str(sweep),
+            "--data_dir",
+            str(shared_data),
+            "--linear_probe",
+            "3",
+        ]
+    )
     with open(sweep / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["num_labels"], r["method"]) for r in rows] == [
-        ("10", "pretrained"), ("10", "from scratch"), ("20", "pretrained"), ("20", "from scratch")]
+        ("10", "pretrained"),
+        ("10", "from scratch"),
+        ("20", "pretrained"),
+        ("20", "from scratch"),
+    ]
     assert (sweep / "accuracy_vs_labels.png").stat().st_size > 1000
     assert len(list(sweep.glob("*/checkpoints/best.ckpt"))) == 1  # one autoencoder for every N
     results = json.loads((sweep / "pretrain" / "results.json").read_text())
@@ -303,10 +362,24 @@ def test_sweep_conv_reuses_one_encoder(tmp_path, shared_data, capsys):
     assert f"init_ckpt: {probe}" in (sweep / "pretrained" / "n10_seed0" / "config.yaml").read_text()
     assert "init_ckpt: null" in (sweep / "scratch" / "n10_seed0" / "config.yaml").read_text()
     # the pretrained checkpoint is reusable by the stage alone, with `test`
-    main(["pretrain", "test", "-c", str(REPO / "configs/autoencoder/pretrain_conv.yaml"),
-          "--run_dir", str(tmp_path / "again"), "--trainer.limit_test_batches", "1",
-          "--trainer.enable_progress_bar", "false", "--data.data_dir", str(shared_data),
-          "--ckpt_path", str(sweep / "pretrain" / "checkpoints" / "best.ckpt")])
+    main(
+        [
+            "pretrain",
+            "test",
+            "-c",
+            str(REPO / "configs/autoencoder/pretrain_conv.yaml"),
+            "--run_dir",
+            str(tmp_path / "again"),
+            "--trainer.limit_test_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.data_dir",
+            str(shared_data),
+            "--ckpt_path",
+            str(sweep / "pretrain" / "checkpoints" / "best.ckpt"),
+        ]
+    )
     assert "test/loss" in capsys.readouterr().out
     assert (tmp_path / "again" / "figures" / "latent_pca.png").is_file()
 
@@ -321,8 +394,14 @@ def test_notebook_runs_with_tiny_settings(tmp_path, monkeypatch):
 
 def test_every_config_is_covered_by_a_test():
     names = {p.name for p in (REPO / "configs" / "autoencoder").glob("*.yaml")}
-    assert names == {"pretrain_conv.yaml", "pretrain_fc.yaml", "finetune_conv.yaml", "finetune_fc.yaml",
-                     "pretrain_contrastive_conv.yaml", "finetune_fixmatch_conv.yaml"}
+    assert names == {
+        "pretrain_conv.yaml",
+        "pretrain_fc.yaml",
+        "finetune_conv.yaml",
+        "finetune_fc.yaml",
+        "pretrain_contrastive_conv.yaml",
+        "finetune_fixmatch_conv.yaml",
+    }
 
 
 def test_fashion_mnist_uses_the_same_splits():

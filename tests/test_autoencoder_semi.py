@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import run_main
+
 from i2dl.autoencoder.data import AutoencoderDataModule, WithUnlabeled
 from i2dl.autoencoder.module import ContrastiveModule, EncoderClassifier, load_pretrained_encoder, step_generator
 from i2dl.autoencoder.semi import cutout, fixmatch_loss, nt_xent, strong_augment, weak_augment
@@ -66,10 +66,22 @@ def test_fixmatch_loss_counts_only_confident_pseudo_labels():
 # --- batches ---------------------------------------------------------------------------------------------------------
 def _paired(seed: int = 0) -> WithUnlabeled:
     g = torch.Generator().manual_seed(123)
-    labeled = InMemoryBatches(torch.randint(0, 255, (40, 28, 28), dtype=torch.uint8, generator=g),
-                              torch.arange(40) % 10, batch_size=8, shuffle=True, seed=seed, drop_last=True)
-    unlabeled = InMemoryBatches(torch.randint(0, 255, (50, 28, 28), dtype=torch.uint8, generator=g),
-                                torch.full((50,), -1), batch_size=16, shuffle=True, seed=seed + 1, drop_last=True)
+    labeled = InMemoryBatches(
+        torch.randint(0, 255, (40, 28, 28), dtype=torch.uint8, generator=g),
+        torch.arange(40) % 10,
+        batch_size=8,
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )
+    unlabeled = InMemoryBatches(
+        torch.randint(0, 255, (50, 28, 28), dtype=torch.uint8, generator=g),
+        torch.full((50,), -1),
+        batch_size=16,
+        shuffle=True,
+        seed=seed + 1,
+        drop_last=True,
+    )
     return WithUnlabeled(labeled, unlabeled)
 
 
@@ -93,14 +105,22 @@ def test_fixmatch_batches_cycle_the_unlabeled_images_and_resume_mid_epoch():
 
 
 def test_datamodule_serves_unlabeled_images_with_each_labeled_batch(shared_data):
-    dm = AutoencoderDataModule(num_labels=20, val_size=20, batch_size=10, unlabeled_ratio=3, samples_per_epoch=40,
-                               unlabeled_limit=300, data_dir=str(shared_data))
+    dm = AutoencoderDataModule(
+        num_labels=20,
+        val_size=20,
+        batch_size=10,
+        unlabeled_ratio=3,
+        samples_per_epoch=40,
+        unlabeled_limit=300,
+        data_dir=str(shared_data),
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     x, y, u = next(iter(loader))
     assert x.shape == (10, 1, 28, 28) and u.shape == (30, 1, 28, 28) and len(loader) == 4
-    pre = AutoencoderDataModule(stage="pretrain", pretrain_on="train", num_labels=20, val_size=20,
-                                data_dir=str(shared_data), augment=False)
+    pre = AutoencoderDataModule(
+        stage="pretrain", pretrain_on="train", num_labels=20, val_size=20, data_dir=str(shared_data), augment=False
+    )
     pre.setup("fit")
     assert len(pre.pretrain[0]) == 60000  # every training image, no label
     assert (pre.pretrain[1] == -1).all()
@@ -122,7 +142,8 @@ def test_contrastive_encoder_starts_a_classifier_and_fixmatch_steps_log(tmp_path
     clf.log_dict = lambda values, **kw: logged.update(values)
     loss = clf.training_step((digits(4), torch.tensor([1, 1, 1, 1]), digits(12)), 0)
     assert loss.ndim == 0 and {"train/loss", "train/loss_labeled", "train/loss_unlabeled", "train/confident"} <= set(
-        logged)
+        logged
+    )
     assert 0 <= float(logged["train/confident"]) <= 1
 
 
@@ -131,8 +152,21 @@ def test_contrastive_fixmatch_story_and_the_encoder_cache(tmp_path, shared_data)
     """`run --pretrain contrastive --finetune fixmatch` (covers both configs); a second seed reuses the cached
     encoder instead of pretraining again."""
     cache = tmp_path / "encoders"
-    common = ["autoencoder", "run", "--smoke", "--pretrain", "contrastive", "--finetune", "fixmatch",
-              "--linear_probe", "2", "--encoder_cache", str(cache), "--data_dir", str(shared_data)]
+    common = [
+        "autoencoder",
+        "run",
+        "--smoke",
+        "--pretrain",
+        "contrastive",
+        "--finetune",
+        "fixmatch",
+        "--linear_probe",
+        "2",
+        "--encoder_cache",
+        str(cache),
+        "--data_dir",
+        str(shared_data),
+    ]
     code, out, err = run_main(*common, "--run_dir", str(tmp_path / "a"))
     assert code == 0, err[-3000:]
     assert "| 100 | pretrained (contrastive) | labels + unlabeled (FixMatch) |" in out
@@ -167,6 +201,12 @@ def test_stage_configs_may_name_callbacks_as_lightningcli_does():
 
     from i2dl.autoencoder.story import config_callbacks
 
-    args, made = config_callbacks({"max_steps": 10, "callbacks": [
-        {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.99}}]})
+    args, made = config_callbacks(
+        {
+            "max_steps": 10,
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.99}}
+            ],
+        }
+    )
     assert args == {"max_steps": 10} and len(made) == 1 and isinstance(made[0], EMAWeightAveraging)

@@ -12,28 +12,30 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, run_cli, run_main
+
 from i2dl import configs, files
 from i2dl.errors import I2DLError
 from i2dl.hardware import CPUInfo, parse_cpuinfo, resolve_channels_last, resolve_precision
 from i2dl.runs import RESULT_KEYS, Run, RunLock, is_locked, list_runs, read_results
 from i2dl.schedules import WarmupCosine, onecycle
 
-AVX512_BF16 = CPUInfo("Intel Xeon (Sapphire Rapids)", frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"}), 2)
+AVX512_BF16 = CPUInfo(
+    "Intel Xeon (Sapphire Rapids)", frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"}), 2
+)
 AVX2_ONLY = CPUInfo("AMD EPYC 7B12", frozenset({"avx2", "fma"}), 2)
 
 
 # --- CPU-aware defaults ----------------------------------------------------------------------------------------------
 def test_auto_precision_follows_the_cpu_both_ways():
     assert resolve_precision("auto", cpu=AVX512_BF16, gpu=None) == "bf16-mixed"
-    assert resolve_precision("auto", cpu=AVX2_ONLY, gpu=None) == "32-true"   # bf16 was 5-8x slower there
+    assert resolve_precision("auto", cpu=AVX2_ONLY, gpu=None) == "32-true"  # bf16 was 5-8x slower there
     assert resolve_precision("auto", cpu=AVX2_ONLY, gpu=True) == "bf16-mixed"  # a GPU with bf16
     assert resolve_precision("auto", cpu=AVX2_ONLY, gpu=False) == "32-true"
     assert resolve_precision("bf16-mixed", cpu=AVX2_ONLY, gpu=None) == "bf16-mixed"  # an explicit choice stands
     assert resolve_channels_last("auto", "bf16-mixed", cpu=AVX512_BF16) is True
     assert resolve_channels_last("auto", "bf16-mixed", cpu=AVX2_ONLY) is False  # 18.5 s vs 12.6 s a step
-    assert resolve_channels_last("auto", "32-true", cpu=AVX2_ONLY) is True      # 2.06 s vs 2.22 s a step
+    assert resolve_channels_last("auto", "32-true", cpu=AVX2_ONLY) is True  # 2.06 s vs 2.22 s a step
     assert resolve_channels_last(False, "32-true", cpu=AVX512_BF16) is False
 
 
@@ -52,7 +54,7 @@ def test_default_configs_ask_for_auto_precision():
             assert "precision: auto" in text, path
 
 
-# --- the one schedule --------------------------------------------------------------------------------------------------
+# --- the one schedule -------------------------------------------------------------------------------------------------
 def _lrs(scheduler, optimizer, steps: int) -> list[float]:
     out = []
     for _ in range(steps):
@@ -77,10 +79,18 @@ def test_onecycle_shape_is_torchs_onecycle_exactly():
 def test_resumed_with_more_steps_follows_the_longer_runs_schedule(shape):
     """A run planned for 60 steps, saved at 40 and resumed with a total of 100 (optimiser, then schedule restored,
     as Lightning does), takes its remaining steps at exactly the learning rates of an uninterrupted 100-step run."""
+
     def make(total):
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
-        return optimizer, WarmupCosine(optimizer, total, warmup=0.1, start_factor=0.04, end_factor=1e-3,
-                                       warmup_shape=shape, cycle_momentum=shape == "cos")
+        return optimizer, WarmupCosine(
+            optimizer,
+            total,
+            warmup=0.1,
+            start_factor=0.04,
+            end_factor=1e-3,
+            warmup_shape=shape,
+            cycle_momentum=shape == "cos",
+        )
 
     straight_opt, straight = make(100)
     reference = _lrs(straight, straight_opt, 100)
@@ -136,8 +146,9 @@ time.sleep(60)
 
 
 def _hold_lock(run_dir: Path, lab: str = "digits", config: str = "cnn") -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(run_dir), lab, config], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(run_dir), lab, config], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -149,8 +160,9 @@ def test_a_second_process_on_a_locked_run_folder_stops_with_one_line(tmp_path):
         assert is_locked(run_dir)
         with pytest.raises(I2DLError, match="in use by another i2dl process"):
             RunLock(run_dir).acquire(wait=0.2)
-        proc = run_cli("digits", "fit", "-c", "configs/digits/fc.yaml", "--run_dir", str(run_dir),
-                       "--trainer.max_steps", "1")
+        proc = run_cli(
+            "digits", "fit", "-c", "configs/digits/fc.yaml", "--run_dir", str(run_dir), "--trainer.max_steps", "1"
+        )
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
         assert len(lines) >= 1 and "in use by another i2dl process" in lines[-1] and "Traceback" not in proc.stderr
@@ -207,8 +219,13 @@ def test_configs_are_found_through_the_package_from_any_folder(tmp_path, monkeyp
     found = configs.find("digits", "configs/digits/cnn.yaml")
     assert found.is_file() and found.parent.parent.parent.name == "i2dl"
     assert configs.find("digits", "cnn") == found and configs.find("rl", "rl/ppo_cartpole.yaml").is_file()
-    assert configs.resolve_config_args("digits", ["fit", "-c", "cnn", "--x", "1"]) == ["fit", "-c", str(found),
-                                                                                        "--x", "1"]
+    assert configs.resolve_config_args("digits", ["fit", "-c", "cnn", "--x", "1"]) == [
+        "fit",
+        "-c",
+        str(found),
+        "--x",
+        "1",
+    ]
     with pytest.raises(FileNotFoundError, match="configs/digits/cnn.yaml"):
         configs.find("digits", "../../etc/passwd")
     assert (REPO / "configs").resolve() == (REPO / "src" / "i2dl" / "configs").resolve()
@@ -219,16 +236,47 @@ def test_a_non_editable_install_runs_the_autoencoder_story(tmp_path):
     """`pip install .` (not -e) into a folder, then `i2dl autoencoder run --smoke` from an unrelated folder: the
     configs come from the installed package, not from a source checkout."""
     target = tmp_path / "site"
-    build = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-                            "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "i2dl" / "configs" / "autoencoder" / "pretrain_conv.yaml").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "I2DL_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.run([sys.executable, "-c", "import i2dl, sys; print(i2dl.__file__); from i2dl.cli import main; "
-                           "main(sys.argv[1:])", "autoencoder", "run", "--num_labels", "10", "--smoke",
-                           "--linear_probe", "0"], capture_output=True, text=True, timeout=600, cwd=elsewhere, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import i2dl, sys; print(i2dl.__file__); from i2dl.cli import main; main(sys.argv[1:])",
+            "autoencoder",
+            "run",
+            "--num_labels",
+            "10",
+            "--smoke",
+            "--linear_probe",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=elsewhere,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[0].startswith(str(target))  # the installed copy, not the checkout
     assert "from scratch" in proc.stdout

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, SHARED_DATA, run_main
 from PIL import Image
 
-from conftest import REPO, SHARED_DATA, run_main
 from i2dl.data.idx import FASHION_MNIST, load_split
 from i2dl.data.memory import InMemoryBatches
 from i2dl.digits.model import build_model
@@ -25,8 +25,14 @@ from i2dl.export import onnx_max_abs_diff
 
 # jsonargparse reads "1" as 1.0 (= all batches), so one batch of validation (5 x 1000) and test (10 x 1000)
 # images is written as a fraction
-TINY = ["--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0.2",
-        "--trainer.limit_test_batches", "0.1"]
+TINY = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.limit_val_batches",
+    "0.2",
+    "--trainer.limit_test_batches",
+    "0.1",
+]
 
 
 def fit(run_dir: Path, *args: str) -> dict:
@@ -39,9 +45,22 @@ def fit(run_dir: Path, *args: str) -> dict:
 def trained_fc(tmp_path_factory) -> Path:
     """A lab FC net trained for one epoch on 10,000 real MNIST images (about 95% accurate)."""
     run_dir = tmp_path_factory.mktemp("fc") / "run"
-    code, _, err = run_main("digits", "fit", "-c", "configs/digits/fc.yaml", "--run_dir", str(run_dir),
-                            "--trainer.max_epochs", "1", "--data.train_subset", "10000",
-                            "--trainer.enable_progress_bar", "false", "--data.data_dir", str(SHARED_DATA))
+    code, _, err = run_main(
+        "digits",
+        "fit",
+        "-c",
+        "configs/digits/fc.yaml",
+        "--run_dir",
+        str(run_dir),
+        "--trainer.max_epochs",
+        "1",
+        "--data.train_subset",
+        "10000",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.data_dir",
+        str(SHARED_DATA),
+    )
     assert code == 0, err[-3000:]
     return run_dir
 
@@ -65,8 +84,9 @@ def test_in_memory_batches_cover_each_image_once_and_shard_for_ddp():
     assert first.tolist() != second.tolist()  # a new order each epoch
     x, y = next(iter(InMemoryBatches(images, labels, 4)))
     assert x.shape == (4, 1, 2, 2) and x.dtype == torch.float32 and torch.allclose(x[:, 0, 0, 0] * 255, y.float())
-    shards = [torch.cat([y for _, y in InMemoryBatches(images, labels, 2, True, 1, rank=r, world_size=2)])
-              for r in (0, 1)]
+    shards = [
+        torch.cat([y for _, y in InMemoryBatches(images, labels, 2, True, 1, rank=r, world_size=2)]) for r in (0, 1)
+    ]
     assert set(shards[0].tolist()).isdisjoint(shards[1].tolist()) and len(shards[0]) == len(shards[1]) == 5
 
 
@@ -89,23 +109,49 @@ def test_every_config_trains_and_fills_its_run_folder(config, tmp_path, shared_d
     if "fashion" in config and not Path(FASHION_MNIST.system_dirs[0]).is_dir():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist; .ci/run does)")
     run_dir = tmp_path / config
-    results = fit(run_dir, "-c", f"configs/digits/{config}.yaml", "--trainer.max_epochs", "1",
-                  "--trainer.limit_train_batches", "3")
+    results = fit(
+        run_dir,
+        "-c",
+        f"configs/digits/{config}.yaml",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+    )
     assert 0.0 <= results["metrics"]["test/acc"] <= 1.0 and results["steps"] == 3
-    for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "config.yaml", "csv/version_0/metrics.csv",
-                 "figures/test_predictions.png", "figures/confusion_matrix.png", "figures/curves.png"):
+    for name in (
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "config.yaml",
+        "csv/version_0/metrics.csv",
+        "figures/test_predictions.png",
+        "figures/confusion_matrix.png",
+        "figures/curves.png",
+    ):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").glob("version_0/events.out.tfevents.*"))
     assert "arch:" in (run_dir / "config.yaml").read_text()
 
 
 def test_learning_happens_and_same_seed_gives_same_metrics(tmp_path, shared_data):
-    args = ["-c", "configs/digits/cnn.yaml", "--trainer.max_epochs", "1", "--data.train_subset", "3000",
-            "--trainer.limit_val_batches", "0.4", "--trainer.limit_test_batches", "0.2"]
+    args = [
+        "-c",
+        "configs/digits/cnn.yaml",
+        "--trainer.max_epochs",
+        "1",
+        "--data.train_subset",
+        "3000",
+        "--trainer.limit_val_batches",
+        "0.4",
+        "--trainer.limit_test_batches",
+        "0.2",
+    ]
     a = fit(tmp_path / "a", *args)
     b = fit(tmp_path / "b", *args)
     assert a["metrics"]["test/acc"] > 0.8  # 3,000 images, one epoch of the lab CNN (chance: 0.1)
-    assert a["metrics"]["test/acc"] == b["metrics"]["test/acc"] and a["metrics"]["test/loss"] == b["metrics"]["test/loss"]
+    assert (
+        a["metrics"]["test/acc"] == b["metrics"]["test/acc"] and a["metrics"]["test/loss"] == b["metrics"]["test/loss"]
+    )
     wa = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     wb = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -114,13 +160,29 @@ def test_learning_happens_and_same_seed_gives_same_metrics(tmp_path, shared_data
 def test_run_killed_mid_epoch_resumes_from_last_checkpoint(tmp_path, shared_data):
     """SIGKILL during training, then the same command with --ckpt_path last: the run completes, and its
     weights equal those of a run that was never interrupted (stateful batches, optimiser state restored)."""
-    common = ["-c", "configs/digits/cnn.yaml", "--trainer.max_epochs", "2", "--data.train_subset", "4000",
-              "--data.batch_size", "32", "--checkpoint_every_n_steps", "20", "--test_after_fit", "false",
-              *TINY]
+    common = [
+        "-c",
+        "configs/digits/cnn.yaml",
+        "--trainer.max_epochs",
+        "2",
+        "--data.train_subset",
+        "4000",
+        "--data.batch_size",
+        "32",
+        "--checkpoint_every_n_steps",
+        "20",
+        "--test_after_fit",
+        "false",
+        *TINY,
+    ]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "i2dl", "digits", "fit", "--run_dir", str(killed), *common],
-                            cwd=REPO, env={**os.environ, "I2DL_DATA": str(SHARED_DATA)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "i2dl", "digits", "fit", "--run_dir", str(killed), *common],
+        cwd=REPO,
+        env={**os.environ, "I2DL_DATA": str(SHARED_DATA)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -157,15 +219,22 @@ def test_predict_reads_photos_of_any_size_and_colour(trained_fc, tmp_path, share
         paths.append(path)
         restored = to_mnist_format(np.asarray(rgb.convert("L"), dtype=np.float32) / 255)[0].numpy()
         # the MNIST recipe recovers the original 28x28 digit, up to a pixel or two of centring
-        corr = max(np.corrcoef(np.roll(restored, (dy, dx), (0, 1)).ravel(), images[i].numpy().ravel())[0, 1]
-                   for dy in range(-2, 3) for dx in range(-2, 3))
+        corr = max(
+            np.corrcoef(np.roll(restored, (dy, dx), (0, 1)).ravel(), images[i].numpy().ravel())[0, 1]
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
         assert corr > 0.85, (i, corr)
-    code, out, err = run_main("digits", "predict", "--ckpt_path", str(trained_fc / "checkpoints" / "best.ckpt"),
-                              *map(str, paths))
+    code, out, err = run_main(
+        "digits", "predict", "--ckpt_path", str(trained_fc / "checkpoints" / "best.ckpt"), *map(str, paths)
+    )
     assert code == 0, err
     lines = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
-    probs = [list(map(float, line.split(": ", 1)[1].split())) for line in out.splitlines()
-             if line.strip().startswith("probabilities:")]
+    probs = [
+        list(map(float, line.split(": ", 1)[1].split()))
+        for line in out.splitlines()
+        if line.strip().startswith("probabilities:")
+    ]
     assert len(lines) == 12 and all(abs(sum(p) - 1) < 1e-3 for p in probs)
     predicted = [int(line.split(": ")[1].split()[0]) for line in lines]
     assert sum(p == int(t) for p, t in zip(predicted, labels[:12])) >= 10
@@ -174,8 +243,7 @@ def test_predict_reads_photos_of_any_size_and_colour(trained_fc, tmp_path, share
 def test_predict_bad_image_is_one_line(trained_fc, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    code, _, err = run_main("digits", "predict", "--ckpt_path", str(trained_fc / "checkpoints" / "best.ckpt"),
-                            str(bad))
+    code, _, err = run_main("digits", "predict", "--ckpt_path", str(trained_fc / "checkpoints" / "best.ckpt"), str(bad))
     assert code == 2 and err.strip() == f"i2dl: error: {bad}: not a readable image " + err.split("image ", 1)[1].strip()
 
 
@@ -184,8 +252,9 @@ def test_onnx_export_matches_pytorch(trained_fc, tmp_path):
     from i2dl.training import load_module
 
     out = tmp_path / "model.onnx"
-    code, stdout, err = run_main("digits", "export", "--ckpt_path", str(trained_fc / "checkpoints" / "best.ckpt"),
-                                 "--output", str(out))
+    code, stdout, err = run_main(
+        "digits", "export", "--ckpt_path", str(trained_fc / "checkpoints" / "best.ckpt"), "--output", str(out)
+    )
     assert code == 0, err
     module = load_module(DigitClassifier, trained_fc / "checkpoints" / "best.ckpt")
     example = torch.rand(7, 1, 28, 28)  # another batch size than the export example
@@ -199,8 +268,9 @@ def test_onnx_export_that_disagrees_is_exit_2_and_keeps_the_old_file(trained_fc,
     out = tmp_path / "model.onnx"
     out.write_bytes(b"an earlier export")
     monkeypatch.setattr(i2dl.export, "onnx_max_abs_diff", lambda *args: float("nan"))
-    code, _, err = run_main("digits", "export", "--ckpt_path", str(trained_fc / "checkpoints" / "best.ckpt"),
-                            "--output", str(out))
+    code, _, err = run_main(
+        "digits", "export", "--ckpt_path", str(trained_fc / "checkpoints" / "best.ckpt"), "--output", str(out)
+    )
     assert code == 2 and "differ from PyTorch's by nan" in err and len(err.strip().splitlines()) == 1, err
     assert out.read_bytes() == b"an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
@@ -209,8 +279,19 @@ def test_incompatible_checkpoint_is_one_line_exit_2(trained_fc, tmp_path):
     # resuming a run with another architecture than the one its checkpoints hold
     run_dir = tmp_path / "r"
     fit(run_dir, "-c", "configs/digits/fc.yaml", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")
-    code, _, err = run_main("digits", "fit", "-c", "configs/digits/cnn.yaml", "--run_dir", str(run_dir),
-                            "--ckpt_path", "last", "--trainer.max_epochs", "2", *TINY)
+    code, _, err = run_main(
+        "digits",
+        "fit",
+        "-c",
+        "configs/digits/cnn.yaml",
+        "--run_dir",
+        str(run_dir),
+        "--ckpt_path",
+        "last",
+        "--trainer.max_epochs",
+        "2",
+        *TINY,
+    )
     assert code == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("i2dl: error: the checkpoint does not fit this model (missing model.1.weight")
@@ -231,12 +312,39 @@ def test_bad_config_value_exits_2(tmp_path):
 def test_ddp_on_two_cpu_processes(tmp_path, shared_data):
     run_dir = tmp_path / "ddp"
     proc = subprocess.run(
-        [sys.executable, "-m", "i2dl", "digits", "fit", "-c", "configs/digits/fc.yaml", "--run_dir", str(run_dir),
-         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-         "--trainer.max_epochs", "1", "--data.train_subset", "512", "--trainer.limit_val_batches", "0.34",
-         "--trainer.limit_test_batches", "0.2",
-         "--trainer.enable_progress_bar", "false"],
-        cwd=REPO, env={**os.environ, "I2DL_DATA": str(SHARED_DATA)}, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "i2dl",
+            "digits",
+            "fit",
+            "-c",
+            "configs/digits/fc.yaml",
+            "--run_dir",
+            str(run_dir),
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.max_epochs",
+            "1",
+            "--data.train_subset",
+            "512",
+            "--trainer.limit_val_batches",
+            "0.34",
+            "--trainer.limit_test_batches",
+            "0.2",
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+        cwd=REPO,
+        env={**os.environ, "I2DL_DATA": str(SHARED_DATA)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
     results = json.loads((run_dir / "results.json").read_text())

@@ -9,8 +9,8 @@ import http.server
 import threading
 
 import pytest
-
 from conftest import run_main
+
 from i2dl.data.download import content_sha256, download
 from i2dl.errors import DataError
 
@@ -73,19 +73,37 @@ def test_cli_downloads_mnist_from_mirror_then_trains(http_dir, tmp_path, shared_
         (folder / f.name).write_bytes(f.read_bytes())
     data = tmp_path / "data"
     monkeypatch.setenv("I2DL_MIRROR", url)
-    code, _, stderr = run_main("digits", "fit", "-c", "configs/digits/fc.yaml", "--data.data_dir", str(data),
-                   "--run_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1",
-                   "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-                   "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false")
+    code, _, stderr = run_main(
+        "digits",
+        "fit",
+        "-c",
+        "configs/digits/fc.yaml",
+        "--data.data_dir",
+        str(data),
+        "--run_dir",
+        str(tmp_path / "run"),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.limit_test_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     assert code == 0, stderr[-2000:]
     assert sorted(p.name for p in (data / "mnist").iterdir()) == sorted(
-        f.name for f in (shared_data / "mnist").iterdir())
+        f.name for f in (shared_data / "mnist").iterdir()
+    )
 
 
 def test_cli_offline_is_one_line_exit_2(tmp_path, monkeypatch):
     monkeypatch.setenv("I2DL_MIRROR", "http://127.0.0.1:9/")
-    code, _, stderr = run_main("digits", "fit", "--data.data_dir", str(tmp_path / "empty"),
-                               "--run_dir", str(tmp_path / "r"))
+    code, _, stderr = run_main(
+        "digits", "fit", "--data.data_dir", str(tmp_path / "empty"), "--run_dir", str(tmp_path / "r")
+    )
     assert code == 2
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("i2dl: error: could not download train-images-idx3-ubyte.gz")

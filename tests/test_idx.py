@@ -8,8 +8,8 @@ import struct
 
 import pytest
 import torch
-
 from conftest import run_main
+
 from i2dl.data.idx import MNIST, load_split, read_idx, read_images_and_labels
 from i2dl.errors import DataError
 
@@ -48,13 +48,16 @@ def test_raw_and_gzip_files_parse_identically(tmp_path):
         assert torch.equal(x, images) and y.tolist() == [3, 1, 4, 1, 5]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda b: b"\x08\x03" + b[2:], "bad magic number"),
-    (lambda b: b[:-7], "truncated: header says 2x28x28 = 1568 bytes, found 1561"),
-    (lambda b: b + b"\x00", "has trailing bytes"),
-    (lambda b: b[:2] + b"\x0d" + b[3:], "element type 0x0d is not unsigned byte"),
-    (lambda b: b[:6], "truncated IDX header"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda b: b"\x08\x03" + b[2:], "bad magic number"),
+        (lambda b: b[:-7], "truncated: header says 2x28x28 = 1568 bytes, found 1561"),
+        (lambda b: b + b"\x00", "has trailing bytes"),
+        (lambda b: b[:2] + b"\x0d" + b[3:], "element type 0x0d is not unsigned byte"),
+        (lambda b: b[:6], "truncated IDX header"),
+    ],
+)
 def test_corrupt_idx_is_named(tmp_path, mutate, message):
     good = idx_bytes(torch.zeros(2, 28, 28))
     path = tmp_path / "images-idx3-ubyte"
@@ -91,8 +94,9 @@ def test_cli_reports_corrupt_file_in_one_line_and_writes_nothing(tmp_path):
     bad = data / "mnist" / "train-labels-idx1-ubyte.gz"
     bad.write_bytes(gzip.compress(idx_bytes(torch.tensor([0, 1, 2]))))  # 4 images, 3 labels
     before = sorted(p.relative_to(data) for p in data.rglob("*"))
-    code, _, stderr = run_main("digits", "fit", "--data.data_dir", str(data), "--run_dir", str(tmp_path / "run"),
-                               "--trainer.max_epochs", "1")
+    code, _, stderr = run_main(
+        "digits", "fit", "--data.data_dir", str(data), "--run_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1"
+    )
     assert code == 2, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("i2dl: error: ") and "holds 4 images but" in last and "holds 3 labels" in last

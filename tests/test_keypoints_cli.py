@@ -22,10 +22,24 @@ from i2dl.training import load_module
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs" / "keypoints").glob("*.yaml"))
-TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-        "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
-        "--data.batch_size", "16",
-        "--data.eval_batch_size", "32"]
+TINY = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.log_every_n_steps",
+    "1",
+    "--data.batch_size",
+    "16",
+    "--data.eval_batch_size",
+    "32",
+]
 
 
 def real_lines(shared_data: Path, split: str, n: int) -> list[str]:
@@ -70,8 +84,17 @@ def i2dl(*args: str, capsys=None) -> tuple[int, str, str]:
 def trained(small_data, tmp_path_factory) -> Path:
     """One tiny fit of the default config; its run folder."""
     run_dir = tmp_path_factory.mktemp("run") / "keypointnet"
-    code, _, _ = i2dl("keypoints", "fit", "-c", str(REPO / "configs/keypoints/keypointnet.yaml"), *TINY,
-                      "--data.data_dir", str(small_data), "--run_dir", str(run_dir))
+    code, _, _ = i2dl(
+        "keypoints",
+        "fit",
+        "-c",
+        str(REPO / "configs/keypoints/keypointnet.yaml"),
+        *TINY,
+        "--data.data_dir",
+        str(small_data),
+        "--run_dir",
+        str(run_dir),
+    )
     assert code == 0
     return run_dir
 
@@ -80,8 +103,9 @@ def test_configs_exist_and_models_fit_the_course_limits(tmp_path):
     assert {p.stem for p in CONFIGS} >= {"keypointnet", "lab_cnn"}
     for config in CONFIGS:
         model_args = yaml.safe_load(config.read_text())["model"]
-        model = build_model(model_args["arch"], width=model_args.get("width", 16),
-                            dropout=model_args.get("dropout", 0.1))
+        model = build_model(
+            model_args["arch"], width=model_args.get("width", 16), dropout=model_args.get("dropout", 0.1)
+        )
         params = sum(p.numel() for p in model.parameters())
         assert params < 5_000_000, (config.name, params)
         torch.save(model.state_dict(), tmp_path / "model.pt")
@@ -91,42 +115,79 @@ def test_configs_exist_and_models_fit_the_course_limits(tmp_path):
 
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c.stem != "keypointnet"], ids=lambda p: p.stem)
 def test_every_other_config_fits_with_tiny_limits(config, small_data, tmp_path, capsys):
-    code, out, err = i2dl("keypoints", "fit", "-c", str(config), *TINY, "--data.data_dir", str(small_data),
-                          "--run_dir", str(tmp_path / "run"), capsys=capsys)
+    code, out, err = i2dl(
+        "keypoints",
+        "fit",
+        "-c",
+        str(config),
+        *TINY,
+        "--data.data_dir",
+        str(small_data),
+        "--run_dir",
+        str(tmp_path / "run"),
+        capsys=capsys,
+    )
     assert code == 0, err[-3000:]
     assert "fit finished" in out and "test/score" in out
     assert (tmp_path / "run/checkpoints/best.ckpt").is_file()
 
 
 def test_fit_writes_the_run_folder_metrics_and_figures(trained):
-    for name in ["checkpoints/best.ckpt", "checkpoints/last.ckpt", "config.yaml", "figures/test_predictions.png",
-                 "figures/worst_predictions.png", "figures/keypoint_errors.png", "figures/curves.png"]:
+    for name in [
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "config.yaml",
+        "figures/test_predictions.png",
+        "figures/worst_predictions.png",
+        "figures/keypoint_errors.png",
+        "figures/curves.png",
+    ]:
         assert (trained / name).is_file(), name
     summary = json.loads((trained / "results.json").read_text())["metrics"]
     assert summary["test/images"] == 32 and len([k for k in summary if k.startswith("test/rmse_px/")]) == 15
-    assert summary["test/score"] == pytest.approx(1 / (2 * summary["test/rmse_px"] ** 2 / 48 ** 2), rel=1e-4)
+    assert summary["test/score"] == pytest.approx(1 / (2 * summary["test/rmse_px"] ** 2 / 48**2), rel=1e-4)
     header = next(csv.reader(open(next(trained.glob("csv/version_0/metrics.csv")))))
-    assert {"train/loss", "val/score", "val/rmse_px", "test/score", "test/rmse_px",
-            "test/rmse_px/nose_tip"} <= set(header)
+    assert {"train/loss", "val/score", "val/rmse_px", "test/score", "test/rmse_px", "test/rmse_px/nose_tip"} <= set(
+        header
+    )
     assert Image.open(trained / "figures/test_predictions.png").size[0] > 600
 
 
 def test_resume_validate_and_test_from_checkpoints(trained, small_data, capsys):
-    args = ["-c", str(REPO / "configs/keypoints/keypointnet.yaml"), *TINY, "--data.data_dir", str(small_data),
-            "--run_dir", str(trained)]
+    args = [
+        "-c",
+        str(REPO / "configs/keypoints/keypointnet.yaml"),
+        *TINY,
+        "--data.data_dir",
+        str(small_data),
+        "--run_dir",
+        str(trained),
+    ]
     before = torch.load(trained / "checkpoints/last.ckpt", weights_only=True)
-    code, out, err = i2dl("keypoints", "fit", *args[:-2], "--trainer.max_epochs", "2", "--run_dir", str(trained),
-                          "--ckpt_path", "last", capsys=capsys)
+    code, out, err = i2dl(
+        "keypoints",
+        "fit",
+        *args[:-2],
+        "--trainer.max_epochs",
+        "2",
+        "--run_dir",
+        str(trained),
+        "--ckpt_path",
+        "last",
+        capsys=capsys,
+    )
     assert code == 0, err[-3000:]
     after = torch.load(trained / "checkpoints/last.ckpt", weights_only=True)
-    assert before["global_step"] == 2 and after["global_step"] == 4       # one more epoch of 2 steps, not two
+    assert before["global_step"] == 2 and after["global_step"] == 4  # one more epoch of 2 steps, not two
     assert after["epoch"] == before["epoch"] + 1
     assert (trained / "csv/version_1/metrics.csv").is_file()
-    code, out, err = i2dl("keypoints", "validate", *args, "--ckpt_path", str(trained / "checkpoints/best.ckpt"),
-                          capsys=capsys)
+    code, out, err = i2dl(
+        "keypoints", "validate", *args, "--ckpt_path", str(trained / "checkpoints/best.ckpt"), capsys=capsys
+    )
     assert code == 0 and "val/score" in out and "val/rmse_px" in out
-    code, out, err = i2dl("keypoints", "test", *args, "--ckpt_path", str(trained / "checkpoints/best.ckpt"),
-                          capsys=capsys)
+    code, out, err = i2dl(
+        "keypoints", "test", *args, "--ckpt_path", str(trained / "checkpoints/best.ckpt"), capsys=capsys
+    )
     assert code == 0 and "test/rmse_px/left_eye_center" in out
 
 
@@ -140,9 +201,18 @@ def test_predict_image_files_of_any_size_and_colour(trained, small_data, tmp_pat
     wide.paste(tinted.resize((150, 150)), (75, 0))
     wide.save(tmp_path / "wide.png")
     out_dir = tmp_path / "out"
-    code, out, err = i2dl("keypoints", "predict", "--ckpt_path", str(trained / "checkpoints/best.ckpt"), "--no_detect",
-                          "--output_dir", str(out_dir), str(tmp_path / "square.jpg"), str(tmp_path / "wide.png"),
-                          capsys=capsys)
+    code, out, err = i2dl(
+        "keypoints",
+        "predict",
+        "--ckpt_path",
+        str(trained / "checkpoints/best.ckpt"),
+        "--no_detect",
+        "--output_dir",
+        str(out_dir),
+        str(tmp_path / "square.jpg"),
+        str(tmp_path / "wide.png"),
+        capsys=capsys,
+    )
     assert code == 0, err[-3000:]
     assert out.count("left eye centre at") == 2
     module = load_module(FacialKeypointsRegressor, trained / "checkpoints/best.ckpt")
@@ -150,11 +220,11 @@ def test_predict_image_files_of_any_size_and_colour(trained, small_data, tmp_pat
     square = json.loads((out_dir / "square_keypoints.json").read_text())
     assert (square["width"], square["height"]) == (192, 192) and len(square["keypoints"]) == 15
     got = torch.tensor(list(square["keypoints"].values()))
-    assert (got - ((on_raw_face + 0.5) * 2 - 0.5)).abs().max() < 3.0   # same face, twice the size
+    assert (got - ((on_raw_face + 0.5) * 2 - 0.5)).abs().max() < 3.0  # same face, twice the size
     wide_json = json.loads((out_dir / "wide_keypoints.json").read_text())
     points = torch.tensor(list(wide_json["keypoints"].values()))
     assert wide_json["width"] == 300 and wide_json["height"] == 150 and points.isfinite().all()
-    x, box = to_face_input(Image.open(tmp_path / "wide.png"))   # padded to 300x300, never stretched
+    x, box = to_face_input(Image.open(tmp_path / "wide.png"))  # padded to 300x300, never stretched
     assert x.shape == (1, 96, 96) and (box.scale, box.left, box.top) == (300 / 96, 0.0, 75.0)
     assert Image.open(out_dir / "wide_keypoints.png").size == (300, 150)
     box = Letterbox(width=200, height=100, scale=200 / 96, left=0.0, top=50.0)
@@ -166,12 +236,23 @@ def test_predict_writes_a_kaggle_submission(trained, small_data, tmp_path, capsy
     rows = (small_data / "facial_keypoints/test.csv").read_text().splitlines()[1:6]
     images = [r.split(",")[30] for r in rows]
     (tmp_path / "test.csv").write_text("ImageId,Image\n" + "".join(f"{i + 1},{p}\n" for i, p in enumerate(images)))
-    (tmp_path / "IdLookupTable.csv").write_text("RowId,ImageId,FeatureName,Location\n1,1,left_eye_center_x,\n"
-                                                "2,1,left_eye_center_y,\n3,5,mouth_center_bottom_lip_y,\n")
-    code, out, err = i2dl("keypoints", "predict", "--ckpt_path", str(trained / "checkpoints/best.ckpt"),
-                          "--kaggle_test", str(tmp_path / "test.csv"), "--id_lookup",
-                          str(tmp_path / "IdLookupTable.csv"), "--submission", str(tmp_path / "sub.csv"),
-                          capsys=capsys)
+    (tmp_path / "IdLookupTable.csv").write_text(
+        "RowId,ImageId,FeatureName,Location\n1,1,left_eye_center_x,\n"
+        "2,1,left_eye_center_y,\n3,5,mouth_center_bottom_lip_y,\n"
+    )
+    code, out, err = i2dl(
+        "keypoints",
+        "predict",
+        "--ckpt_path",
+        str(trained / "checkpoints/best.ckpt"),
+        "--kaggle_test",
+        str(tmp_path / "test.csv"),
+        "--id_lookup",
+        str(tmp_path / "IdLookupTable.csv"),
+        "--submission",
+        str(tmp_path / "sub.csv"),
+        capsys=capsys,
+    )
     assert code == 0, err[-3000:]
     table = list(csv.reader(open(tmp_path / "sub.csv")))
     assert table[0] == ["RowId", "Location"] and [r[0] for r in table[1:]] == ["1", "2", "3"]
@@ -179,14 +260,22 @@ def test_predict_writes_a_kaggle_submission(trained, small_data, tmp_path, capsy
     faces = torch.tensor([[int(v) for v in p.split()] for p in images], dtype=torch.float32).view(-1, 1, 96, 96)
     expected = predict_pixels(module.model, faces / 255.0).clamp(0, 96)
     assert [float(r[1]) for r in table[1:]] == pytest.approx(
-        [float(expected[0, 0, 0]), float(expected[0, 0, 1]), float(expected[4, 14, 1])], abs=1e-3)
+        [float(expected[0, 0, 0]), float(expected[0, 0, 1]), float(expected[4, 14, 1])], abs=1e-3
+    )
 
 
 def test_export_onnx_matches_pytorch(trained, tmp_path, capsys):
     import onnxruntime as ort
 
-    code, out, err = i2dl("keypoints", "export", "--ckpt_path", str(trained / "checkpoints/best.ckpt"),
-                          "--output", str(tmp_path / "kp.onnx"), capsys=capsys)
+    code, out, err = i2dl(
+        "keypoints",
+        "export",
+        "--ckpt_path",
+        str(trained / "checkpoints/best.ckpt"),
+        "--output",
+        str(tmp_path / "kp.onnx"),
+        capsys=capsys,
+    )
     assert code == 0, err[-3000:]
     assert "max |diff|" in out
     x = torch.rand(3, 1, 96, 96)
@@ -199,14 +288,19 @@ def test_export_onnx_matches_pytorch(trained, tmp_path, capsys):
 
 def test_user_mistakes_are_one_line_and_exit_2(trained, tmp_path, capsys):
     (tmp_path / "not_an_image.png").write_bytes(b"hello")
-    code, _, err = i2dl("keypoints", "predict", "--ckpt_path", str(trained / "checkpoints/best.ckpt"),
-                        str(tmp_path / "not_an_image.png"), capsys=capsys)
+    code, _, err = i2dl(
+        "keypoints",
+        "predict",
+        "--ckpt_path",
+        str(trained / "checkpoints/best.ckpt"),
+        str(tmp_path / "not_an_image.png"),
+        capsys=capsys,
+    )
     assert code == 2 and err.strip() == err.strip().splitlines()[0]
     assert f"{tmp_path / 'not_an_image.png'}: not a readable image" in err
     digits = {"state_dict": {"model.1.weight": torch.zeros(3)}, "hyper_parameters": {"arch": "keypointnet"}}
     torch.save(digits, tmp_path / "other.ckpt")
     code, _, err = i2dl("keypoints", "export", "--ckpt_path", str(tmp_path / "other.ckpt"), capsys=capsys)
     assert code == 2 and "other.ckpt does not fit this model" in err
-    code, _, err = i2dl("keypoints", "predict", "--ckpt_path", str(tmp_path / "missing.ckpt"), "x.png",
-                        capsys=capsys)
+    code, _, err = i2dl("keypoints", "predict", "--ckpt_path", str(tmp_path / "missing.ckpt"), "x.png", capsys=capsys)
     assert code == 2 and "missing.ckpt: no such checkpoint" in err

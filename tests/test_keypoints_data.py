@@ -8,15 +8,26 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli
-from i2dl.keypoints.kaggle_csv import (KEYPOINT_NAMES, read_id_lookup_table, read_keypoints_csv,
-                             read_test_csv, split_path)
-from i2dl.errors import DataError
-from i2dl.keypoints.data import (FLIP_PERMUTATION, FacialKeypointsDataModule, HorizontalFlipKeypoints,
-                                 KeypointAugment, flip_keypoints_left_right, to_normalised)
-from i2dl.keypoints.module import KeypointErrors, masked_mse
 from torchvision import tv_tensors
+
+from i2dl.errors import DataError
+from i2dl.keypoints.data import (
+    FLIP_PERMUTATION,
+    FacialKeypointsDataModule,
+    HorizontalFlipKeypoints,
+    KeypointAugment,
+    flip_keypoints_left_right,
+    to_normalised,
+)
+from i2dl.keypoints.kaggle_csv import (
+    KEYPOINT_NAMES,
+    read_id_lookup_table,
+    read_keypoints_csv,
+    read_test_csv,
+    split_path,
+)
+from i2dl.keypoints.module import KeypointErrors, masked_mse
 
 
 def real_lines(shared_data: Path, split: str, n: int) -> list[str]:
@@ -53,8 +64,8 @@ def test_reads_real_faces_from_csv_and_csv_gz(tmp_path, lines):
 
 def test_missing_keypoints_are_dropped_or_masked(tmp_path, lines):
     fields = lines[2].split(",")
-    fields[0] = fields[1] = ""            # left_eye_center missing in the second face
-    fields[28] = ""                       # mouth_center_bottom_lip_x missing (its y is there): the point is missing
+    fields[0] = fields[1] = ""  # left_eye_center missing in the second face
+    fields[28] = ""  # mouth_center_bottom_lip_x missing (its y is there): the point is missing
     rows = [lines[0], lines[1], ",".join(fields), lines[3]]
     path = write(tmp_path / "kaggle.csv", rows)
     dropped = read_keypoints_csv(path, missing="drop")
@@ -65,18 +76,21 @@ def test_missing_keypoints_are_dropped_or_masked(tmp_path, lines):
     assert masked.keypoints[1, 0].tolist() == [0.0, 0.0] and masked.keypoints[1, 14].tolist() == [0.0, 0.0]
     targets = torch.cat([to_normalised(masked.keypoints), masked.visible.unsqueeze(-1).float()], -1)
     pred = targets[..., :2].clone().flatten(1)
-    pred.view(-1, 15, 2)[1, 0] = 5.0      # a wild guess where the truth is missing costs nothing
+    pred.view(-1, 15, 2)[1, 0] = 5.0  # a wild guess where the truth is missing costs nothing
     assert float(masked_mse(pred, targets)) == 0.0
 
 
-@pytest.mark.parametrize("corrupt, message", [
-    (lambda f: f[:30] + [" ".join(f[30].split()[:-1])], "line 3: Image has 9215 pixel values, expected 9216"),
-    (lambda f: f[:30] + [f[30].replace(" ", " x7 ", 1)], "line 3: Image has 9217 pixel values"),
-    (lambda f: f[:30] + [" ".join(["x7"] + f[30].split()[1:])], "line 3: Image holds a non-numeric value 'x7'"),
-    (lambda f: ["abc"] + f[1:], "line 3: left_eye_center_x is not a number: 'abc'"),
-    (lambda f: f[:29] + [f[30]], "line 3: 30 fields, the header has 31"),
-    (lambda f: f[:30] + [f[30].replace("1", "300", 1)], "line 3: Image values must lie in 0..255"),
-])
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda f: f[:30] + [" ".join(f[30].split()[:-1])], "line 3: Image has 9215 pixel values, expected 9216"),
+        (lambda f: f[:30] + [f[30].replace(" ", " x7 ", 1)], "line 3: Image has 9217 pixel values"),
+        (lambda f: f[:30] + [" ".join(["x7"] + f[30].split()[1:])], "line 3: Image holds a non-numeric value 'x7'"),
+        (lambda f: ["abc"] + f[1:], "line 3: left_eye_center_x is not a number: 'abc'"),
+        (lambda f: f[:29] + [f[30]], "line 3: 30 fields, the header has 31"),
+        (lambda f: f[:30] + [f[30].replace("1", "300", 1)], "line 3: Image values must lie in 0..255"),
+    ],
+)
 def test_corrupt_rows_are_one_line_errors_naming_file_and_line(tmp_path, lines, corrupt, message):
     fields = lines[2].rstrip("\n").split(",")
     bad = ",".join(corrupt(fields)) + "\n"
@@ -106,8 +120,10 @@ def test_kaggle_test_file_and_lookup_table(tmp_path, lines):
     path = write(tmp_path / "test.csv", ["ImageId,Image\n"] + [f"{i + 1},{p}\n" for i, p in enumerate(pixels)])
     ids, images = read_test_csv(path)
     assert ids == [1, 2, 3] and images.shape == (3, 96, 96)
-    table = write(tmp_path / "IdLookupTable.csv", ["RowId,ImageId,FeatureName,Location\n",
-                                                   "1,1,left_eye_center_x,\n", "2,3,nose_tip_y,\n"])
+    table = write(
+        tmp_path / "IdLookupTable.csv",
+        ["RowId,ImageId,FeatureName,Location\n", "1,1,left_eye_center_x,\n", "2,3,nose_tip_y,\n"],
+    )
     assert read_id_lookup_table(table) == [(1, 1, "left_eye_center_x"), (2, 3, "nose_tip_y")]
     write(table, ["RowId,ImageId,FeatureName,Location\n", "1,1,left_ear_x,\n"])
     with pytest.raises(DataError, match=r"IdLookupTable.csv, line 2: unknown FeatureName 'left_ear_x'"):
@@ -117,13 +133,20 @@ def test_kaggle_test_file_and_lookup_table(tmp_path, lines):
 def test_flip_permutation_swaps_exactly_the_left_right_pairs():
     pairs = {KEYPOINT_NAMES[k]: KEYPOINT_NAMES[j] for k, j in enumerate(FLIP_PERMUTATION)}
     assert pairs == {
-        "left_eye_center": "right_eye_center", "right_eye_center": "left_eye_center",
-        "left_eye_inner_corner": "right_eye_inner_corner", "right_eye_inner_corner": "left_eye_inner_corner",
-        "left_eye_outer_corner": "right_eye_outer_corner", "right_eye_outer_corner": "left_eye_outer_corner",
-        "left_eyebrow_inner_end": "right_eyebrow_inner_end", "right_eyebrow_inner_end": "left_eyebrow_inner_end",
-        "left_eyebrow_outer_end": "right_eyebrow_outer_end", "right_eyebrow_outer_end": "left_eyebrow_outer_end",
-        "mouth_left_corner": "mouth_right_corner", "mouth_right_corner": "mouth_left_corner",
-        "nose_tip": "nose_tip", "mouth_center_top_lip": "mouth_center_top_lip",
+        "left_eye_center": "right_eye_center",
+        "right_eye_center": "left_eye_center",
+        "left_eye_inner_corner": "right_eye_inner_corner",
+        "right_eye_inner_corner": "left_eye_inner_corner",
+        "left_eye_outer_corner": "right_eye_outer_corner",
+        "right_eye_outer_corner": "left_eye_outer_corner",
+        "left_eyebrow_inner_end": "right_eyebrow_inner_end",
+        "right_eyebrow_inner_end": "left_eyebrow_inner_end",
+        "left_eyebrow_outer_end": "right_eyebrow_outer_end",
+        "right_eyebrow_outer_end": "left_eyebrow_outer_end",
+        "mouth_left_corner": "mouth_right_corner",
+        "mouth_right_corner": "mouth_left_corner",
+        "nose_tip": "nose_tip",
+        "mouth_center_top_lip": "mouth_center_top_lip",
         "mouth_center_bottom_lip": "mouth_center_bottom_lip",
     }
 
@@ -134,9 +157,12 @@ def test_flip_on_real_faces_keeps_the_subjects_left_on_the_image_right(tmp_path,
     # in the data, the subject's left eye/mouth corner lies on the image's right (larger x)
     assert (x(faces.keypoints, "left_eye_center") > x(faces.keypoints, "right_eye_center")).all()
     flipped = flip_keypoints_left_right(faces.keypoints)
-    for left, right in [("left_eye_center", "right_eye_center"), ("left_eye_outer_corner", "right_eye_outer_corner"),
-                        ("left_eyebrow_outer_end", "right_eyebrow_outer_end"),
-                        ("mouth_left_corner", "mouth_right_corner")]:
+    for left, right in [
+        ("left_eye_center", "right_eye_center"),
+        ("left_eye_outer_corner", "right_eye_outer_corner"),
+        ("left_eyebrow_outer_end", "right_eyebrow_outer_end"),
+        ("mouth_left_corner", "mouth_right_corner"),
+    ]:
         assert (x(flipped, left) > x(flipped, right)).all()
         k, j = KEYPOINT_NAMES.index(left), KEYPOINT_NAMES.index(right)
         # the new left eye is the old right eye, mirrored (x -> 95 - x, y unchanged)
@@ -156,8 +182,7 @@ def test_flip_on_real_faces_keeps_the_subjects_left_on_the_image_right(tmp_path,
 
 def test_augmentation_moves_keypoints_with_the_image():
     """A bright dot at each keypoint ends up where the augmented keypoint says (rotation, scale, shift, flip)."""
-    augment = KeypointAugment(hflip=True, max_rotation=25, max_scale=0.15, max_shift=0.08, brightness=0,
-                              contrast=0)
+    augment = KeypointAugment(hflip=True, max_rotation=25, max_scale=0.15, max_shift=0.08, brightness=0, contrast=0)
     points = torch.tensor([[30.0, 40.0], [60.0, 35.0], [48.0, 70.0]]).repeat(5, 1)[:15].repeat(8, 1, 1)
     ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
     for k in range(3):
@@ -166,7 +191,7 @@ def test_augmentation_moves_keypoints_with_the_image():
         visible = torch.zeros(8, 15, dtype=torch.bool)
         visible[:, k] = True
         out, moved, seen = augment(images, points, visible, torch.Generator().manual_seed(k))
-        assert seen.sum(1).tolist() == [1] * 8        # still one keypoint each (maybe relabelled by a flip)
+        assert seen.sum(1).tolist() == [1] * 8  # still one keypoint each (maybe relabelled by a flip)
         for b in range(8):
             w = out[b, 0]
             centre = torch.stack([(w * xs).sum() / w.sum(), (w * ys).sum() / w.sum()])
@@ -180,7 +205,7 @@ def test_data_module_batches_and_held_out_validation(tmp_path, shared_data):
     folder.mkdir()
     write(folder / "training.csv", real_lines(shared_data, "training", 40))
     dm = FacialKeypointsDataModule(data_dir=str(tmp_path), batch_size=16, val_size=8)
-    dm.setup("fit")                                   # no val.csv: 8 faces are held out of training.csv
+    dm.setup("fit")  # no val.csv: 8 faces are held out of training.csv
     assert len(dm.train) == 32 and len(dm.val) == 8
     assert not set(dm.train.lines.tolist()) & set(dm.val.lines.tolist())
     x, targets = next(iter(dm.train_dataloader()))
@@ -194,15 +219,15 @@ def test_data_module_batches_and_held_out_validation(tmp_path, shared_data):
 def test_metrics_score_rmse_and_per_keypoint_errors():
     targets = torch.zeros(4, 15, 3)
     targets[..., 2] = 1
-    pred = torch.full((4, 30), 1 / 48)               # every coordinate 1 pixel off
-    pred.view(4, 15, 2)[:, 3] = 3 / 48               # keypoint 3: 3 pixels off in x and y
+    pred = torch.full((4, 30), 1 / 48)  # every coordinate 1 pixel off
+    pred.view(4, 15, 2)[:, 3] = 3 / 48  # keypoint 3: 3 pixels off in x and y
     metric = KeypointErrors()
     metric.update(pred[:2], targets[:2])
     metric.update(pred[2:], targets[2:])
     values = metric.compute()
     mse_px = (14 * 2 * 1 + 2 * 9) / 30
-    assert float(values["rmse_px"]) == pytest.approx(mse_px ** 0.5, rel=1e-5)
-    assert float(values["score"]) == pytest.approx(1 / (2 * mse_px / 48 ** 2), rel=1e-5)
+    assert float(values["rmse_px"]) == pytest.approx(mse_px**0.5, rel=1e-5)
+    assert float(values["score"]) == pytest.approx(1 / (2 * mse_px / 48**2), rel=1e-5)
     per = values["rmse_px_per_keypoint"]
     assert per[3] == pytest.approx(3.0) and per[0] == pytest.approx(1.0)
 
@@ -214,8 +239,7 @@ def test_bad_data_through_the_cli_is_exit_2_with_one_line(tmp_path, shared_data)
     lines = real_lines(shared_data, "training", 3)
     bad = lines[3].replace(",", ";", 1)
     write(folder / "training.csv", lines[:3] + [bad])
-    proc = run_cli("keypoints", "validate", "--data.data_dir", str(tmp_path), "--trainer.enable_progress_bar",
-                   "false")
+    proc = run_cli("keypoints", "validate", "--data.data_dir", str(tmp_path), "--trainer.enable_progress_bar", "false")
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("i2dl: error: ") and f"{folder / 'training.csv'}, line 4:" in last

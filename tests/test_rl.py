@@ -32,7 +32,7 @@ def test_discounted_returns_pong_reset_at_each_point():
     np.testing.assert_allclose(raw, [0.9801, 0.99, 1.0, -0.9801, -0.99, -1.0], rtol=1e-6)
     # without the reset, the lost point would leak into the won point's steps
     leaky = discount_rewards(rewards, 0.99, reset_at_point=False, normalize=False)
-    assert leaky[2] == pytest.approx(1 - 0.99 ** 3, rel=1e-5)
+    assert leaky[2] == pytest.approx(1 - 0.99**3, rel=1e-5)
 
 
 def test_reinforce_loss_is_return_weighted_negative_log_likelihood():
@@ -74,7 +74,8 @@ def test_lab_pong_frame_difference_and_wrapper(pong_frames):
     change = rl_envs.pong_change(pong_frames[-2], pong_frames[-1])
     assert change.shape == (80, 80) and set(np.unique(change)) <= {-1.0, 0.0, 1.0}
     np.testing.assert_array_equal(
-        change, rl_envs.preprocess_pong(pong_frames[-1]) - rl_envs.preprocess_pong(pong_frames[-2]))
+        change, rl_envs.preprocess_pong(pong_frames[-1]) - rl_envs.preprocess_pong(pong_frames[-2])
+    )
     env = rl_envs.make_env("ALE/Pong-v5", 0, "lab", env_kwargs={"frameskip": 5, "repeat_action_probability": 0.0})
     obs, _ = env.reset(seed=0)
     assert obs.shape == (1, 80, 80) and not obs.any()  # previous = current at the start
@@ -150,8 +151,9 @@ def test_vector_env_autoreset_never_leaks_into_gae(truncate):
     policy = lambda obs: (torch.zeros(len(obs), dtype=torch.long), torch.zeros(len(obs)), value_fn(obs))
     tracker, finished = EpisodeTracker(2), []
     autoreset = np.zeros(2, dtype=bool)
-    rollout, next_obs, autoreset = collect_rollout(envs, policy, value_fn, next_obs, autoreset, 12, tracker,
-                                                   lambda step, ep: finished.append(ep))
+    rollout, next_obs, autoreset = collect_rollout(
+        envs, policy, value_fn, next_obs, autoreset, 12, tracker, lambda step, ep: finished.append(ep)
+    )
     gamma, lam = 0.9, 0.8
     advantages, returns = compute_gae(rollout, gamma, lam)
     for i in range(2):
@@ -168,8 +170,9 @@ def test_vector_env_autoreset_never_leaks_into_gae(truncate):
         np.testing.assert_array_equal(rollout.obs[valid, i, 0].numpy(), [t[0][0] for t in env.log])
         expected = reference_gae(env.log, value, gamma, lam)
         np.testing.assert_allclose(advantages[valid, i].numpy(), expected, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(returns[valid, i].numpy(), advantages[valid, i].numpy()
-                                   + rollout.values[valid, i].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(
+            returns[valid, i].numpy(), advantages[valid, i].numpy() + rollout.values[valid, i].numpy(), rtol=1e-6
+        )
     # lambda = 1 and V = 0: each valid step's advantage is the sum of the rewards left in *its own* episode
     # (every reward names its episode, so a leak from the next episode would change the sum)
     rollout.values.zero_()
@@ -179,10 +182,15 @@ def test_vector_env_autoreset_never_leaks_into_gae(truncate):
         rewards, advantage = rollout.rewards[rollout.valid[:, i], i], mc[rollout.valid[:, i], i]
         for t in range(len(rewards)):
             run = int((rewards[t:] == rewards[t]).int().cumprod(0).sum())
-            assert advantage[t].item() == pytest.approx(float(rewards[t:t + run].sum()))
+            assert advantage[t].item() == pytest.approx(float(rewards[t : t + run].sum()))
     # the tracker reports each finished episode once, with its own length and return (no reset step counted)
     assert sorted((e["episode_length"], e["episode_return"]) for e in finished) == [
-        (1, 2.0), (2, 4.0), (3, 3.0), (4, 12.0), (5, 5.0)]
+        (1, 2.0),
+        (2, 4.0),
+        (3, 3.0),
+        (4, 12.0),
+        (5, 5.0),
+    ]
     envs.close()
 
 
@@ -197,8 +205,13 @@ def test_ale_vector_env_matches_the_gymnasium_atari_pipeline():
     """ale-py's vector env gives the observations of AtariPreprocessing + a zero-padded frame stack (no-op starts and
     FIRE at reset off, so both start alike), and raw scores."""
     envs = rl_envs.make_ale_vector_env("ALE/Pong-v5", 1, env_kwargs={"noop_max": 0, "use_fire_reset": False})
-    env = gym.wrappers.FrameStackObservation(gym.wrappers.AtariPreprocessing(
-        gym.make("ALE/Pong-v5", frameskip=1, repeat_action_probability=0.0), noop_max=0), 4, padding_type="zero")
+    env = gym.wrappers.FrameStackObservation(
+        gym.wrappers.AtariPreprocessing(
+            gym.make("ALE/Pong-v5", frameskip=1, repeat_action_probability=0.0), noop_max=0
+        ),
+        4,
+        padding_type="zero",
+    )
     vector_obs, _ = envs.reset(seed=3)
     obs, _ = env.reset(seed=3)
     rng, rewards = np.random.default_rng(0), []
@@ -236,9 +249,17 @@ def test_parallel_update_equals_the_single_thread_update():
     torch.manual_seed(0)
     steps, n = 8, 4
     obs = torch.randint(0, 255, (steps, n, 4, 84, 84), dtype=torch.uint8)
-    rollout = Rollout(obs, torch.randint(0, 6, (steps, n)), -torch.rand(steps, n) - 1, torch.randn(steps, n),
-                      torch.randn(steps, n), torch.zeros(steps, n, dtype=torch.bool),
-                      torch.zeros(steps, n, dtype=torch.bool), torch.rand(steps, n) > 0.1, torch.randn(n))
+    rollout = Rollout(
+        obs,
+        torch.randint(0, 6, (steps, n)),
+        -torch.rand(steps, n) - 1,
+        torch.randn(steps, n),
+        torch.randn(steps, n),
+        torch.zeros(steps, n, dtype=torch.bool),
+        torch.zeros(steps, n, dtype=torch.bool),
+        torch.rand(steps, n) > 0.1,
+        torch.randn(n),
+    )
     advantages, returns = compute_gae(rollout, 0.99, 0.95)
     cfg = PPOConfig(update_epochs=2, num_minibatches=2, workers=2, ent_coef=0.01, clip_coef=0.1)
     agents = []
@@ -256,10 +277,13 @@ def test_parallel_update_equals_the_single_thread_update():
         assert parallel_metrics[key] == pytest.approx(single_metrics[key], rel=1e-4, abs=1e-6)
 
 
-@pytest.mark.parametrize("flags, expected", [
-    ({"avx2", "fma"}, ("32-true", True)),  # AVX2 only: bf16 was 5.7x slower there; float32 with channels-last
-    ({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, ("bf16-mixed", True)),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"avx2", "fma"}, ("32-true", True)),  # AVX2 only: bf16 was 5.7x slower there; float32 with channels-last
+        ({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, ("bf16-mixed", True)),
+    ],
+)
 def test_pong_network_uses_bf16_only_where_the_cpu_has_it(flags, expected, monkeypatch):
     from i2dl import hardware
     from i2dl.rl.ppo import PPOConfig, compute_settings
@@ -268,8 +292,10 @@ def test_pong_network_uses_bf16_only_where_the_cpu_has_it(flags, expected, monke
     config = vars(PPOConfig(network="cnn"))
     assert compute_settings(config, torch.device("cpu")) == expected
     assert compute_settings({**config, "network": "mlp"}, torch.device("cpu")) == ("32-true", False)
-    assert compute_settings({**config, "precision": "32-true", "channels_last": "false"},
-                            torch.device("cpu")) == ("32-true", False)
+    assert compute_settings({**config, "precision": "32-true", "channels_last": "false"}, torch.device("cpu")) == (
+        "32-true",
+        False,
+    )
 
 
 def test_environment_groups_taking_turns_give_the_same_rollout():
@@ -291,13 +317,30 @@ def test_environment_groups_taking_turns_give_the_same_rollout():
         obs, _ = envs.reset(seed=5)
         autoreset, episodes, tracker = np.zeros(4, dtype=bool), [], EpisodeTracker(4)
         for _ in range(2):  # two rollouts: the carried observation and autoreset flags are right too
-            rollout, obs, autoreset = collect_rollout(envs, policy, value_fn, obs, autoreset, 6, tracker,
-                                                      lambda step, ep, found=episodes: found.append((step, ep)))
+            rollout, obs, autoreset = collect_rollout(
+                envs,
+                policy,
+                value_fn,
+                obs,
+                autoreset,
+                6,
+                tracker,
+                lambda step, ep, found=episodes: found.append((step, ep)),
+            )
             collected.append((rollout, obs.copy(), autoreset.copy(), list(episodes)))
         envs.close()
     for single, turns in zip(collected[:2], collected[2:]):
-        for name in ("obs", "actions", "logprobs", "values", "rewards", "terminated", "truncated", "valid",
-                     "next_value"):
+        for name in (
+            "obs",
+            "actions",
+            "logprobs",
+            "values",
+            "rewards",
+            "terminated",
+            "truncated",
+            "valid",
+            "next_value",
+        ):
             torch.testing.assert_close(getattr(turns[0], name), getattr(single[0], name), rtol=0, atol=0)
         np.testing.assert_array_equal(turns[1], single[1])
         np.testing.assert_array_equal(turns[2], single[2])

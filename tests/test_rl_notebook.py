@@ -13,5 +13,9 @@ def test_rl_notebook_executes(monkeypatch, tmp_path):
     runs = tmp_path / "runs" / "rl" / "notebook"
     assert (runs / "ppo_cartpole" / "checkpoints" / "last.pt").exists()
     assert (runs / "cartpole.gif").stat().st_size > 1000
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-               for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert any(
+        o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )

@@ -16,8 +16,24 @@ from conftest import run_cli, run_main
 from i2dl.rl.runs import load_checkpoint
 from i2dl.runs import RESULT_KEYS, RunLock
 
-TINY_PPO = ["--algo", "ppo", "--env_id", "CartPole-v1", "--total_steps", "256", "--num_envs", "2", "--num_steps",
-            "64", "--update_epochs", "1", "--checkpoint_every", "1", "--tensorboard", "false"]
+TINY_PPO = [
+    "--algo",
+    "ppo",
+    "--env_id",
+    "CartPole-v1",
+    "--total_steps",
+    "256",
+    "--num_envs",
+    "2",
+    "--num_steps",
+    "64",
+    "--update_epochs",
+    "1",
+    "--checkpoint_every",
+    "1",
+    "--tensorboard",
+    "false",
+]
 
 
 class Payload:
@@ -36,17 +52,33 @@ def payload_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
     marker = folder / "marker"
     path = folder / "run" / "checkpoints" / "last.pt"
     path.parent.mkdir(parents=True)
-    torch.save({"format": "i2dl-rl-1", "algo": "reinforce", "config": {"env_id": "CartPole-v1"},
-                "model": Payload(marker)}, path)
+    torch.save(
+        {"format": "i2dl-rl-1", "algo": "reinforce", "config": {"env_id": "CartPole-v1"}, "model": Payload(marker)},
+        path,
+    )
     return path, marker
 
 
-@pytest.mark.parametrize("command", [
-    lambda ckpt, tmp: ["eval", "--ckpt_path", str(ckpt)],
-    lambda ckpt, tmp: ["record", "--ckpt_path", str(ckpt), "--output", str(tmp / "agent.gif")],
-    lambda ckpt, tmp: ["train", "--algo", "reinforce", "--env_id", "CartPole-v1", "--episodes", "1",
-                       "--run_dir", str(ckpt.parents[1]), "--resume"],
-], ids=["eval", "record", "train --resume"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda ckpt, tmp: ["eval", "--ckpt_path", str(ckpt)],
+        lambda ckpt, tmp: ["record", "--ckpt_path", str(ckpt), "--output", str(tmp / "agent.gif")],
+        lambda ckpt, tmp: [
+            "train",
+            "--algo",
+            "reinforce",
+            "--env_id",
+            "CartPole-v1",
+            "--episodes",
+            "1",
+            "--run_dir",
+            str(ckpt.parents[1]),
+            "--resume",
+        ],
+    ],
+    ids=["eval", "record", "train --resume"],
+)
 def test_payload_checkpoint_never_runs(command, payload_checkpoint, tmp_path):
     path, marker = payload_checkpoint
     result = run_cli("rl", *command(path, tmp_path))
@@ -66,18 +98,23 @@ def test_old_format_checkpoint_loads_resumes_and_evaluates(tmp_path):
     current = load_checkpoint(path)
     random.seed(3)
     np.random.seed(3)
-    old = {**current, "format": "i2dl-rl-1",
-           "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-           "config": {k: v for k, v in current["config"].items()
-                      if k not in ("workers", "env_threads", "precision", "channels_last")}}
+    old = {
+        **current,
+        "format": "i2dl-rl-1",
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        "config": {
+            k: v
+            for k, v in current["config"].items()
+            if k not in ("workers", "env_threads", "precision", "channels_last")
+        },
+    }
     torch.save(old, path)
     assert isinstance(load_checkpoint(path)["rng"]["numpy"][1], np.ndarray)
 
     code, out, err = run_main("rl", "eval", "--ckpt_path", str(path), "--episodes", "2")
     assert code == 0, err
     assert "no sticky actions, greedy actions: return mean" in out and "2 episodes" in out
-    code, out, err = run_main("rl", "train", *TINY_PPO, "--run_dir", str(run_dir), "--total_steps", "512",
-                              "--resume")
+    code, out, err = run_main("rl", "train", *TINY_PPO, "--run_dir", str(run_dir), "--total_steps", "512", "--resume")
     assert code == 0, err
     assert f"resuming {run_dir} from step 256" in out
     resumed = load_checkpoint(path)
@@ -96,15 +133,19 @@ def test_results_json_lock_and_failed_run(tmp_path, monkeypatch):
     assert results["config"] == "ppo_CartPole-v1" and results["error"] is None
     assert results["headline"]["metric"] == "train/mean_return_last100"
     assert results["headline"]["value"] == pytest.approx(results["metrics"]["train/mean_return_last100"])
-    assert results["wall_time"] == pytest.approx(load_checkpoint(run_dir / "checkpoints/last.pt")["wall_time"],
-                                                 abs=0.05)
+    assert results["wall_time"] == pytest.approx(
+        load_checkpoint(run_dir / "checkpoints/last.pt")["wall_time"], abs=0.05
+    )
 
     with RunLock(run_dir):  # another process is writing this run
-        code, _, err = run_main("rl", "train", *TINY_PPO, "--run_dir", str(run_dir), "--resume",
-                                "--total_steps", "512")
+        code, _, err = run_main("rl", "train", *TINY_PPO, "--run_dir", str(run_dir), "--resume", "--total_steps", "512")
     assert code == 2
-    assert err.strip().splitlines() == [(f"i2dl: error: {run_dir} is in use by another i2dl process "
-                                         f"(pid {os.getpid()}); wait for it to finish or give another --run_dir")]
+    assert err.strip().splitlines() == [
+        (
+            f"i2dl: error: {run_dir} is in use by another i2dl process "
+            f"(pid {os.getpid()}); wait for it to finish or give another --run_dir"
+        )
+    ]
     assert load_checkpoint(run_dir / "checkpoints/last.pt")["global_step"] == 256  # untouched
 
     def broken_update(*args, **kwargs):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, run_cli, run_main
 from test_segmentation_data import make_msrc
 
@@ -58,9 +57,22 @@ def digit_image(tmp_path) -> Path:
     return tmp_path / "one.png"
 
 
-TINY_DIGITS = ["-c", "configs/digits/best.yaml", "--model.width", "2", "--trainer.max_steps", "1",
-               "--trainer.limit_val_batches", "0.2", "--trainer.limit_test_batches", "0.1",
-               "--data.train_subset", "256", "--trainer.enable_progress_bar", "false"]
+TINY_DIGITS = [
+    "-c",
+    "configs/digits/best.yaml",
+    "--model.width",
+    "2",
+    "--trainer.max_steps",
+    "1",
+    "--trainer.limit_val_batches",
+    "0.2",
+    "--trainer.limit_test_batches",
+    "0.1",
+    "--data.train_subset",
+    "256",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 @pytest.mark.parametrize("command", ["predict", "export", "test", "validate", "fit"])
@@ -96,9 +108,23 @@ def test_keypoints_and_segmentation_predict_refuse_a_payload_checkpoint(evil, di
 @pytest.mark.parametrize("option", ["--model.encoder_ckpt", "--model.init_ckpt"])
 def test_autoencoder_fine_tuning_refuses_a_payload_encoder(option, evil, tmp_path):
     path, marker = evil
-    code, _, err = run_main("autoencoder", "finetune", "fit", "-c", "configs/autoencoder/finetune_conv.yaml",
-                            option, str(path), "--trainer.max_steps", "1", "--data.unlabeled_limit", "256",
-                            "--trainer.enable_progress_bar", "false", "--run_dir", str(tmp_path / "run"))
+    code, _, err = run_main(
+        "autoencoder",
+        "finetune",
+        "fit",
+        "-c",
+        "configs/autoencoder/finetune_conv.yaml",
+        option,
+        str(path),
+        "--trainer.max_steps",
+        "1",
+        "--data.unlabeled_limit",
+        "256",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--run_dir",
+        str(tmp_path / "run"),
+    )
     assert_refused(code, err, marker, path)
 
 
@@ -111,10 +137,27 @@ def test_segmentation_weights_refuse_a_payload_file(option, tmp_path, shared_dat
     make_msrc(shared_data, data / "msrc_v2", {"train": ["1_23_s"], "val": ["10_12_s"], "test": ["10_11_s"]})
     config = "lraspp_msrc.yaml" if option == "--model.weights" else "unet_mobilenet_v2_msrc.yaml"
     other = ["--model.weights_backbone", "null"] if option == "--model.weights" else []
-    code, _, err = run_main("segmentation", "fit", "-c", str(REPO / "configs" / "segmentation" / config),
-                            "--data.data_dir", str(data), option, str(weights), *other, "--trainer.max_steps", "1",
-                            "--data.train_size", "[64, 64]", "--data.eval_size", "[64, 64]",
-                            "--trainer.enable_progress_bar", "false", "--run_dir", str(tmp_path / "run"))
+    code, _, err = run_main(
+        "segmentation",
+        "fit",
+        "-c",
+        str(REPO / "configs" / "segmentation" / config),
+        "--data.data_dir",
+        str(data),
+        option,
+        str(weights),
+        *other,
+        "--trainer.max_steps",
+        "1",
+        "--data.train_size",
+        "[64, 64]",
+        "--data.eval_size",
+        "[64, 64]",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--run_dir",
+        str(tmp_path / "run"),
+    )
     assert_refused(code, err, marker, weights)
 
 
@@ -129,9 +172,19 @@ def test_a_checkpoint_written_before_the_safe_loader_still_works(digit_image, tm
     run_dir = tmp_path / "resumed"
     (run_dir / "checkpoints").mkdir(parents=True)
     shutil.copy(FIXTURE, run_dir / "checkpoints" / "last.ckpt")
-    code, out, err = run_main("digits", "fit", *TINY_DIGITS[:-4], "--trainer.max_steps", "5",
-                              "--trainer.enable_progress_bar", "false", "--run_dir", str(run_dir),
-                              "--ckpt_path", "last")
+    code, out, err = run_main(
+        "digits",
+        "fit",
+        *TINY_DIGITS[:-4],
+        "--trainer.max_steps",
+        "5",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--run_dir",
+        str(run_dir),
+        "--ckpt_path",
+        "last",
+    )
     assert code == 0, err[-2000:]
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 5  # the fixture stopped at 3 and the run went on from there

@@ -10,31 +10,62 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_segmentation_data import make_camvid, make_msrc
 
 from i2dl.cli import main as i2dl_main
 from i2dl.segmentation.datasets import CAMVID_PALETTE, MSRC_PALETTE
-from test_segmentation_data import make_camvid, make_msrc
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs" / "segmentation").glob("*.yaml"))
-TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-        "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
-        "--data.batch_size", "2", "--data.eval_batch_size", "2", "--data.train_size", "[64, 64]",
-        "--data.eval_size", "[64, 96]"]
+TINY = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "1",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--data.batch_size",
+    "2",
+    "--data.eval_batch_size",
+    "2",
+    "--data.train_size",
+    "[64, 64]",
+    "--data.eval_size",
+    "[64, 96]",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(shared_data, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("segdata")
-    make_msrc(shared_data, root / "msrc_v2", {"train": ["1_23_s", "10_10_s"], "val": ["10_12_s", "3_14_s"],
-                                              "test": ["10_11_s", "20_9_s"]})
+    make_msrc(
+        shared_data,
+        root / "msrc_v2",
+        {"train": ["1_23_s", "10_10_s"], "val": ["10_12_s", "3_14_s"], "test": ["10_11_s", "20_9_s"]},
+    )
     make_camvid(shared_data, root / "camvid")
     return root
 
 
 def fit(tiny_data, shared_data, run_dir, *args: str, config: str = "unet_mobilenet_v2_msrc.yaml") -> None:
-    i2dl_main(["segmentation", "fit", "-c", str(REPO / "configs" / "segmentation" / config), "--run_dir", str(run_dir),
-               "--data.data_dir", str(tiny_data), *TINY, *args])
+    i2dl_main(
+        [
+            "segmentation",
+            "fit",
+            "-c",
+            str(REPO / "configs" / "segmentation" / config),
+            "--run_dir",
+            str(run_dir),
+            "--data.data_dir",
+            str(tiny_data),
+            *TINY,
+            *args,
+        ]
+    )
 
 
 def weights_args(config: Path, shared_data: Path) -> list[str]:
@@ -63,12 +94,32 @@ def test_every_config_fits_and_tests_with_tiny_limits(config, tiny_data, shared_
 
 def test_resume_continues_from_last_checkpoint(tiny_data, shared_data, tmp_path):
     run_dir = tmp_path / "resume"
-    fit(tiny_data, shared_data, run_dir, "--model.weights_backbone", "null", "--trainer.limit_train_batches", "2",
-        "--test_after_fit", "false")
+    fit(
+        tiny_data,
+        shared_data,
+        run_dir,
+        "--model.weights_backbone",
+        "null",
+        "--trainer.limit_train_batches",
+        "2",
+        "--test_after_fit",
+        "false",
+    )
     first = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert first["global_step"] == 1  # 2 training images, batch 2: one step per epoch
-    fit(tiny_data, shared_data, run_dir, "--model.weights_backbone", "null", "--trainer.max_epochs", "3",
-        "--ckpt_path", "last", "--test_after_fit", "false")
+    fit(
+        tiny_data,
+        shared_data,
+        run_dir,
+        "--model.weights_backbone",
+        "null",
+        "--trainer.max_epochs",
+        "3",
+        "--ckpt_path",
+        "last",
+        "--test_after_fit",
+        "false",
+    )
     second = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert second["global_step"] == 3 and second["epoch"] == first["epoch"] + 2
     assert len(list((run_dir / "csv").glob("version_*"))) == 2
@@ -80,15 +131,26 @@ def test_camvid_checkpoint_fine_tunes_on_msrc_with_a_new_last_layer(tiny_data, s
     fit(tiny_data, shared_data, camvid, *offline, config="lraspp_camvid.yaml")
     ckpt = camvid / "checkpoints" / "best.ckpt"
     capsys.readouterr()
-    fit(tiny_data, shared_data, tmp_path / "msrc", "--model.weights", str(ckpt), "--test_after_fit", "false",
-        config="lraspp_msrc.yaml")
+    fit(
+        tiny_data,
+        shared_data,
+        tmp_path / "msrc",
+        "--model.weights",
+        str(ckpt),
+        "--test_after_fit",
+        "false",
+        config="lraspp_msrc.yaml",
+    )
     out = capsys.readouterr().out
     camvid_state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     total = sum(1 for k in camvid_state if k.startswith("model.net."))
-    assert (f"pretrained weights: loaded {total - 4}/{total} tensors from {ckpt}; new: classifier.low_classifier.weight,"
-            in out)
-    msrc_state = torch.load(tmp_path / "msrc" / "checkpoints" / "last.ckpt", map_location="cpu",
-                            weights_only=True)["state_dict"]
+    assert (
+        f"pretrained weights: loaded {total - 4}/{total} tensors from {ckpt}; new: classifier.low_classifier.weight,"
+        in out
+    )
+    msrc_state = torch.load(tmp_path / "msrc" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
+        "state_dict"
+    ]
     assert msrc_state["model.net.classifier.high_classifier.weight"].shape[0] == 23
     assert camvid_state["model.net.classifier.high_classifier.weight"].shape[0] == 11
 
@@ -102,7 +164,9 @@ def msrc_checkpoint(tiny_data, shared_data, tmp_path_factory) -> Path:
 
 def test_predict_writes_colour_mask_and_overlay(msrc_checkpoint, shared_data, tmp_path, capsys):
     photo = shared_data / "weights" / "samples" / "parrot.jpg"
-    i2dl_main(["segmentation", "predict", "--ckpt_path", str(msrc_checkpoint), "--output_dir", str(tmp_path), str(photo)])
+    i2dl_main(
+        ["segmentation", "predict", "--ckpt_path", str(msrc_checkpoint), "--output_dir", str(tmp_path), str(photo)]
+    )
     out = capsys.readouterr().out
     assert str(tmp_path / "parrot_mask.png") in out
     size = Image.open(photo).size
@@ -117,8 +181,20 @@ def test_predict_writes_colour_mask_and_overlay(msrc_checkpoint, shared_data, tm
 
 def test_export_onnx_matches_pytorch(msrc_checkpoint, tmp_path, capsys):
     output = tmp_path / "seg.onnx"
-    i2dl_main(["segmentation", "export", "--ckpt_path", str(msrc_checkpoint), "--output", str(output),
-               "--height", "64", "--width", "96"])
+    i2dl_main(
+        [
+            "segmentation",
+            "export",
+            "--ckpt_path",
+            str(msrc_checkpoint),
+            "--output",
+            str(output),
+            "--height",
+            "64",
+            "--width",
+            "96",
+        ]
+    )
     out = capsys.readouterr().out
     assert output.stat().st_size > 100_000
     diff = float(out.rsplit("max |diff| ", 1)[1].split(")")[0])
@@ -130,9 +206,10 @@ def test_bad_checkpoint_and_image_are_one_line_errors(msrc_checkpoint, tmp_path,
     junk.write_bytes(b"nope")
     not_image = tmp_path / "photo.png"
     not_image.write_text("text")
-    for argv, message in ((["predict", "--ckpt_path", str(junk), str(not_image)], "junk.ckpt: not a readable checkpoint"),
-                          (["predict", "--ckpt_path", str(msrc_checkpoint), str(not_image)],
-                           "photo.png: not a readable image")):
+    for argv, message in (
+        (["predict", "--ckpt_path", str(junk), str(not_image)], "junk.ckpt: not a readable checkpoint"),
+        (["predict", "--ckpt_path", str(msrc_checkpoint), str(not_image)], "photo.png: not a readable image"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             i2dl_main(["segmentation", *argv])
         assert exit_info.value.code == 2

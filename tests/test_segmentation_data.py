@@ -13,10 +13,19 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from i2dl.cli import main as i2dl_main
-from i2dl.segmentation.datasets import (IGNORE_INDEX, MSRC_CLASSES, MSRC_PALETTE, SegmentationDataset,
-                                    class_pixel_counts, decode_colour_target, load_camvid, load_msrc_v2, pad_collate,
-                                    train_transform)
 from i2dl.errors import DataError
+from i2dl.segmentation.datasets import (
+    IGNORE_INDEX,
+    MSRC_CLASSES,
+    MSRC_PALETTE,
+    SegmentationDataset,
+    class_pixel_counts,
+    decode_colour_target,
+    load_camvid,
+    load_msrc_v2,
+    pad_collate,
+    train_transform,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +71,9 @@ def test_msrc_real_slice_decodes_palette_and_voids_rare_classes(shared_data, tmp
     grass = (target == MSRC_PALETTE[MSRC_CLASSES.index("grass")]).all(-1)
     assert (mask[torch.from_numpy(grass)] == MSRC_CLASSES.index("grass")).all() and grass.any()
     counts = class_pixel_counts(voided, len(MSRC_CLASSES))
-    assert counts[HORSE] == 0 and counts.sum() == int((mask_voided != IGNORE_INDEX).sum() + (voided[1][1] != IGNORE_INDEX).sum())
+    assert counts[HORSE] == 0 and counts.sum() == int(
+        (mask_voided != IGNORE_INDEX).sum() + (voided[1][1] != IGNORE_INDEX).sum()
+    )
 
 
 def test_msrc_accepts_bmp_png_and_webp(shared_data, tmp_path):
@@ -89,16 +100,18 @@ def test_decode_unknown_colour_names_file_and_pixel_count():
         decode_colour_target(rgb, MSRC_PALETTE, "t_GT.png")
 
 
-@pytest.mark.parametrize("corruption, message", [
-    ("no_image", r"train.txt: id '10_10_s' has no image"),
-    ("no_target", r"train.txt: id '10_10_s' has no target"),
-    ("size", r"10_10_s_GT.png: target is 100x80 but its image 10_10_s.webp is 320x213"),
-    ("colour", r"10_10_s_GT.png: 12 pixels have colours that are not in the palette"),
-    ("not_image", r"10_10_s.webp: not a readable image"),
-])
+@pytest.mark.parametrize(
+    "corruption, message",
+    [
+        ("no_image", r"train.txt: id '10_10_s' has no image"),
+        ("no_target", r"train.txt: id '10_10_s' has no target"),
+        ("size", r"10_10_s_GT.png: target is 100x80 but its image 10_10_s.webp is 320x213"),
+        ("colour", r"10_10_s_GT.png: 12 pixels have colours that are not in the palette"),
+        ("not_image", r"10_10_s.webp: not a readable image"),
+    ],
+)
 def test_msrc_bad_input_is_one_line_error_exit_2(shared_data, tmp_path, capsys, corruption, message):
-    root = make_msrc(shared_data, tmp_path / "msrc_v2", {"train": ["10_10_s"], "val": ["10_12_s"],
-                                                         "test": ["10_11_s"]})
+    root = make_msrc(shared_data, tmp_path / "msrc_v2", {"train": ["10_10_s"], "val": ["10_12_s"], "test": ["10_11_s"]})
     image, target = root / "images" / "10_10_s.webp", root / "targets" / "10_10_s_GT.png"
     if corruption == "no_image":
         image.unlink()
@@ -116,9 +129,22 @@ def test_msrc_bad_input_is_one_line_error_exit_2(shared_data, tmp_path, capsys, 
         load_msrc_v2(root, "train")
     # the same mistake through the CLI: one line on stderr, exit status 2
     with pytest.raises(SystemExit) as exit_info:
-        i2dl_main(["segmentation", "fit", "-c", str(REPO / "configs/segmentation/unet_mobilenet_v2_msrc.yaml"),
-                   "--data.data_dir", str(tmp_path), "--model.weights_backbone", "null",
-                   "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
+        i2dl_main(
+            [
+                "segmentation",
+                "fit",
+                "-c",
+                str(REPO / "configs/segmentation/unet_mobilenet_v2_msrc.yaml"),
+                "--data.data_dir",
+                str(tmp_path),
+                "--model.weights_backbone",
+                "null",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.enable_progress_bar",
+                "false",
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("i2dl: error: ") and "Traceback" not in err[0]
@@ -184,8 +210,9 @@ def test_pad_collate_pads_masks_with_ignore():
 def test_trainval_trains_on_both_splits(shared_data, tmp_path):
     from i2dl.segmentation.data import SegmentationDataModule
 
-    make_msrc(shared_data, tmp_path / "msrc_v2", {"train": ["1_23_s", "10_10_s"], "val": ["10_12_s"],
-                                                  "test": ["10_11_s"]})
+    make_msrc(
+        shared_data, tmp_path / "msrc_v2", {"train": ["1_23_s", "10_10_s"], "val": ["10_12_s"], "test": ["10_11_s"]}
+    )
     only_train = SegmentationDataModule("msrc_v2", data_dir=str(tmp_path), batch_size=1)
     both = SegmentationDataModule("msrc_v2", data_dir=str(tmp_path), batch_size=1, train_on="trainval")
     assert len(only_train.train_dataloader().dataset) == 2 and len(both.train_dataloader().dataset) == 3

@@ -7,14 +7,21 @@ import torch
 from torchvision.models import segmentation as tv_segmentation
 
 from i2dl.errors import CheckpointError
-from i2dl.segmentation.model import (BACKBONES, BackboneDecoderSegmenter, TorchvisionSegmenter, UNetDecoder,
-                                     read_state_dict)
+from i2dl.segmentation.model import (
+    BACKBONES,
+    BackboneDecoderSegmenter,
+    TorchvisionSegmenter,
+    UNetDecoder,
+    read_state_dict,
+)
 from i2dl.segmentation.module import PerImageAccuracy, iou_from_confusion
 
-HEAD = {"lraspp_mobilenet_v3_large": ["net.classifier.low_classifier", "net.classifier.high_classifier"],
-        "deeplabv3_mobilenet_v3_large": ["net.classifier.4", "net.aux_classifier.4"],
-        "fcn_resnet50": ["net.classifier.4", "net.aux_classifier.4"],
-        "deeplabv3_resnet50": ["net.classifier.4", "net.aux_classifier.4"]}
+HEAD = {
+    "lraspp_mobilenet_v3_large": ["net.classifier.low_classifier", "net.classifier.high_classifier"],
+    "deeplabv3_mobilenet_v3_large": ["net.classifier.4", "net.aux_classifier.4"],
+    "fcn_resnet50": ["net.classifier.4", "net.aux_classifier.4"],
+    "deeplabv3_resnet50": ["net.classifier.4", "net.aux_classifier.4"],
+}
 
 
 @pytest.mark.parametrize("arch", list(HEAD))
@@ -63,8 +70,7 @@ def test_our_checkpoint_of_another_dataset_fine_tunes_with_a_new_head(tmp_path):
     camvid = TorchvisionSegmenter("lraspp_mobilenet_v3_large", num_classes=11)
     path = tmp_path / "camvid.ckpt"
     state = {f"model.{k}": v for k, v in camvid.state_dict().items()} | {"class_weights": torch.ones(11)}
-    torch.save({"state_dict": state,
-                "hyper_parameters": {"dataset": "camvid"}}, path)
+    torch.save({"state_dict": state, "hyper_parameters": {"dataset": "camvid"}}, path)
     msrc = TorchvisionSegmenter("lraspp_mobilenet_v3_large", num_classes=23, weights=str(path))
     report = msrc.load_pretrained()
     assert len(report.new) == 4 and not report.unused  # low/high classifier weight + bias
@@ -133,8 +139,13 @@ def test_frozen_bn_keeps_the_backbone_statistics_once_unfrozen(frozen_bn):
     the decoder's BatchNorm (new layers) keeps training."""
     from i2dl.segmentation.module import SegmentationModule
 
-    module = SegmentationModule(approach="backbone_decoder", backbone="mobilenet_v2", decoder_channels=(16, 8, 8, 8),
-                                freeze_backbone_epochs=0, frozen_bn=frozen_bn)
+    module = SegmentationModule(
+        approach="backbone_decoder",
+        backbone="mobilenet_v2",
+        decoder_channels=(16, 8, 8, 8),
+        freeze_backbone_epochs=0,
+        frozen_bn=frozen_bn,
+    )
     module.train()  # as Lightning does after each validation; epoch 0 >= freeze_backbone_epochs: backbone trainable
     backbone_bn = [m for m in module.model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     decoder_bn = [m for m in module.model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -181,11 +192,13 @@ def test_decoder_context_ohem_and_flip_tta():
 
     x = torch.rand(2, 3, 64, 96)
     for context in ("aspp", "pool"):
-        module = SegmentationModule(dataset="camvid", approach="backbone_decoder", decoder_context=context,
-                                    channels_last=False).eval()
+        module = SegmentationModule(
+            dataset="camvid", approach="backbone_decoder", decoder_context=context, channels_last=False
+        ).eval()
         assert module(x).shape == (2, 11, 64, 96)
-    module = SegmentationModule(dataset="camvid", approach="backbone_decoder", loss="ohem", ohem_fraction=0.25,
-                                tta="flip", channels_last=False).eval()
+    module = SegmentationModule(
+        dataset="camvid", approach="backbone_decoder", loss="ohem", ohem_fraction=0.25, tta="flip", channels_last=False
+    ).eval()
     logits = torch.randn(2, 11, 8, 8)
     target = torch.randint(0, 11, (2, 8, 8))
     target[0, 0] = 255  # void pixels never count

@@ -28,8 +28,14 @@ def _numpy_globals() -> list:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)), type(np.dtype(np.float64)),
-            type(np.dtype(np.int64))]
+    return [
+        _reconstruct,
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+        type(np.dtype(np.float64)),
+        type(np.dtype(np.int64)),
+    ]
 
 
 # The one list of non-primitive types an i2dl checkpoint may hold (torch's own tensor types are always allowed).
@@ -50,10 +56,15 @@ def load(path: str | Path, what: str = "checkpoint") -> Any:
     except pickle.UnpicklingError as err:
         blocked = _BLOCKED.search(str(err))
         if blocked:  # a class or function the file wants to import (the way pickle payloads run code)
-            raise CheckpointError(f"{path}: holds objects the safe loader does not allow ({blocked.group(1)}); i2dl "
-                                  f"reads checkpoints as data only and did not load it") from None
-        reason = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if "WeightsUnpickler error" \
-            in str(err) else _first_line(err)
+            raise CheckpointError(
+                f"{path}: holds objects the safe loader does not allow ({blocked.group(1)}); i2dl "
+                f"reads checkpoints as data only and did not load it"
+            ) from None
+        reason = (
+            str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            if "WeightsUnpickler error" in str(err)
+            else _first_line(err)
+        )
         raise CheckpointError(f"{path}: not a readable {what} (UnpicklingError: {reason[:200]})") from None
     except Exception as err:  # zip/EOF/runtime errors come in many types
         raise CheckpointError(f"{path}: not a readable {what} ({type(err).__name__}: {_first_line(err)})") from None
@@ -66,8 +77,9 @@ def save(payload: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def check_state_dict_compatible(expected: dict[str, torch.Tensor], found: Any, source: str,
-                                what: str = "model") -> None:
+def check_state_dict_compatible(
+    expected: dict[str, torch.Tensor], found: Any, source: str, what: str = "model"
+) -> None:
     """Raise a one-line CheckpointError naming the first key or shape of `found` that does not fit `expected`."""
     if not isinstance(found, dict):
         raise CheckpointError(f"{source} holds no state dict (a dict of tensors)")
@@ -75,15 +87,18 @@ def check_state_dict_compatible(expected: dict[str, torch.Tensor], found: Any, s
     unexpected = [k for k in found if k not in expected]
     if missing or unexpected:
         detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise CheckpointError(f"{source} does not fit this {what} ({detail}; "
-                              f"{len(missing)} missing, {len(unexpected)} unexpected keys)")
+        raise CheckpointError(
+            f"{source} does not fit this {what} ({detail}; {len(missing)} missing, {len(unexpected)} unexpected keys)"
+        )
     for key, tensor in expected.items():
         other = found[key]
         if not isinstance(other, torch.Tensor):
             raise CheckpointError(f"{source} does not fit this {what}: {key} is not a tensor")
         if tuple(other.shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{source} does not fit this {what}: {key} has shape {tuple(other.shape)}, "
-                                  f"the {what} expects {tuple(tensor.shape)}")
+            raise CheckpointError(
+                f"{source} does not fit this {what}: {key} has shape {tuple(other.shape)}, "
+                f"the {what} expects {tuple(tensor.shape)}"
+            )
 
 
 # --- random states as plain data (tensors, ints, lists) ---------------------------------------------------------------
@@ -97,9 +112,11 @@ def rng_states() -> dict[str, Any]:
     """Python's, NumPy's and torch's global random states, as tensors and numbers (safe to unpickle)."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-            "torch": torch.get_rng_state()}
+    return {
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_states(states: dict[str, Any]) -> None:

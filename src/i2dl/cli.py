@@ -22,13 +22,20 @@ TOOLS: dict[str, tuple[str, str]] = {
     "app": ("i2dl.app.cli", "the labs in the browser (Gradio web app on 127.0.0.1)"),
 }
 
-USAGE = ("usage: i2dl <lab> <subcommand> [options]\n\nlabs:\n"
-         + "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in LABS.items())
-         + "\n\nother commands:\n" + "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in TOOLS.items()))
+USAGE = (
+    "usage: i2dl <lab> <subcommand> [options]\n\nlabs:\n"
+    + "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in LABS.items())
+    + "\n\nother commands:\n"
+    + "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in TOOLS.items())
+)
 
 
-def dispatch(argv: list[str], usage: str, commands: dict[str, Callable[[list[str]], None]],
-             default: Callable[[list[str]], None] | None = None) -> None:
+def dispatch(
+    argv: list[str],
+    usage: str,
+    commands: dict[str, Callable[[list[str]], None]],
+    default: Callable[[list[str]], None] | None = None,
+) -> None:
     """A lab's `main`: `-h` prints `usage`, `commands[argv[0]]` runs with the rest, anything else goes to
     `default` (the lab's LightningCLI) or is an unknown-command error with exit status 2."""
     if not argv or argv[0] in {"-h", "--help"}:
@@ -37,8 +44,10 @@ def dispatch(argv: list[str], usage: str, commands: dict[str, Callable[[list[str
     if argv[0] in commands:
         return commands[argv[0]](argv[1:])
     if default is None:
-        print(f"{usage.splitlines()[0]}\nerror: unknown command {argv[0]!r}; choose from {', '.join(commands)}",
-              file=sys.stderr)
+        print(
+            f"{usage.splitlines()[0]}\nerror: unknown command {argv[0]!r}; choose from {', '.join(commands)}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return default(argv)
 
@@ -51,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     lab, rest = argv[0], argv[1:]
     entry = LABS.get(lab) or TOOLS.get(lab)
     if entry is None:
-        print(f"i2dl: error: unknown lab {lab!r}; choose from {', '.join(LABS)} (or {', '.join(TOOLS)})",
-              file=sys.stderr)
+        print(
+            f"i2dl: error: unknown lab {lab!r}; choose from {', '.join(LABS)} (or {', '.join(TOOLS)})", file=sys.stderr
+        )
         sys.exit(2)
     try:
         importlib.import_module(entry[0]).main(rest)

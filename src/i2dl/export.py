@@ -15,8 +15,14 @@ from i2dl.errors import I2DLError
 from i2dl.files import atomic_path
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input_name: str = "input",
-                output_name: str = "output", max_diff: float = 1e-3) -> float:
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    input_name: str = "input",
+    output_name: str = "output",
+    max_diff: float = 1e-3,
+) -> float:
     """Export `model` (eval mode) with a dynamic batch dimension to `path` and return onnxruntime's largest absolute
     difference from PyTorch on `example`. The file is checked before it replaces `path`: an export that disagrees by
     more than `max_diff` (or gives NaN) is an I2DLError and leaves an existing file at `path` untouched."""
@@ -25,13 +31,22 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input
     with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), tmp, input_names=[input_name], output_names=[output_name],
-                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
-                              opset_version=17, dynamo=False)
+            torch.onnx.export(
+                model,
+                (example,),
+                tmp,
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
         diff = onnx_max_abs_diff(tmp, model, example)
         if not diff <= max_diff:
-            raise I2DLError(f"{path}: onnxruntime's outputs differ from PyTorch's by {diff:.2e} (more than "
-                            f"{max_diff:g}); the export is wrong and was not written")
+            raise I2DLError(
+                f"{path}: onnxruntime's outputs differ from PyTorch's by {diff:.2e} (more than "
+                f"{max_diff:g}); the export is wrong and was not written"
+            )
     return diff
 
 
@@ -46,8 +61,9 @@ def onnx_max_abs_diff(path: str | Path, model: nn.Module, example: torch.Tensor)
     return float(np.abs(onnx_out - torch_out).max())
 
 
-def export_command(argv: list[str], lab: str, module_class: type, input_shape: tuple[int, ...], signature: str,
-                   max_diff: float = 1e-3) -> None:
+def export_command(
+    argv: list[str], lab: str, module_class: type, input_shape: tuple[int, ...], signature: str, max_diff: float = 1e-3
+) -> None:
     """`i2dl <lab> export --ckpt_path ... [--output ...]`: a checkpoint's network to ONNX (a batch of 4 random
     `input_shape` inputs traced), checked in onnxruntime (a larger difference than `max_diff` is an I2DLError).
     `signature` describes the inputs and outputs in the line printed."""

@@ -69,8 +69,12 @@ def gpu_bf16() -> bool | None:
     return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else None
 
 
-def resolve_precision(precision: str | int | None, accelerator: str = "auto", cpu: CPUInfo | None = None,
-                      gpu: bool | None | str = "detect") -> str:
+def resolve_precision(
+    precision: str | int | None,
+    accelerator: str = "auto",
+    cpu: CPUInfo | None = None,
+    gpu: bool | None | str = "detect",
+) -> str:
     """Lightning precision for `precision="auto"`: "bf16-mixed" on a GPU with bf16 or on a CPU with native bf16
     (AVX512-BF16/AMX), else "32-true". Any other value is returned as Lightning spells it. `gpu` is None (no GPU),
     True/False (a GPU with/without bf16), or "detect"."""
@@ -84,8 +88,9 @@ def resolve_precision(precision: str | int | None, accelerator: str = "auto", cp
     return "bf16-mixed" if cpu.native_bf16 else "32-true"
 
 
-def resolve_channels_last(channels_last: bool | str, precision: str, cpu: CPUInfo | None = None,
-                          cuda: bool = False) -> bool:
+def resolve_channels_last(
+    channels_last: bool | str, precision: str, cpu: CPUInfo | None = None, cuda: bool = False
+) -> bool:
     """`channels_last: auto` -> True where it was measured to pay: on a GPU, and on a CPU with AVX-512 (1.35x
     float32 and 1.62x with bf16 for segmentation there); on an AVX2-only CPU it gave 1.08x in float32 and made
     bf16 slower, so only float32 keeps it there."""

@@ -38,8 +38,23 @@ from i2dl.errors import I2DLError
 from i2dl.files import write_json
 
 SCHEMA = "i2dl.results/1"
-RESULT_KEYS = ("schema", "lab", "config", "status", "headline", "metrics", "wall_time", "steps", "epochs",
-               "started", "updated", "command", "versions", "machine", "error")
+RESULT_KEYS = (
+    "schema",
+    "lab",
+    "config",
+    "status",
+    "headline",
+    "metrics",
+    "wall_time",
+    "steps",
+    "epochs",
+    "started",
+    "updated",
+    "command",
+    "versions",
+    "machine",
+    "error",
+)
 LOCK_NAME = ".lock"
 RESULTS_NAME = "results.json"
 
@@ -80,8 +95,10 @@ class RunLock:
                     fh.seek(0)
                     owner = fh.read().strip() or "?"
                     fh.close()
-                    raise I2DLError(f"{self.run_dir} is in use by another i2dl process (pid {owner}); wait for it "
-                                    f"to finish or give another --run_dir") from None
+                    raise I2DLError(
+                        f"{self.run_dir} is in use by another i2dl process (pid {owner}); wait for it "
+                        f"to finish or give another --run_dir"
+                    ) from None
                 time.sleep(0.05)
         fh.seek(0)
         fh.truncate()
@@ -143,8 +160,14 @@ def machine(accelerator: str = "cpu", precision: str | None = None) -> dict[str,
     from i2dl.hardware import cpu_info
 
     cpu = cpu_info()
-    return {"cpu": cpu.model, "cores": cpu.cores, "cpu_flags": sorted(f for f in cpu.flags if f.startswith(("avx",
-            "amx", "fma"))), "threads": torch.get_num_threads(), "accelerator": accelerator, "precision": precision}
+    return {
+        "cpu": cpu.model,
+        "cores": cpu.cores,
+        "cpu_flags": sorted(f for f in cpu.flags if f.startswith(("avx", "amx", "fma"))),
+        "threads": torch.get_num_threads(),
+        "accelerator": accelerator,
+        "precision": precision,
+    }
 
 
 def read_results(run_dir: str | Path) -> dict[str, Any] | None:
@@ -189,21 +212,31 @@ class Run:
     def unlock(self) -> None:
         self._lock.release()
 
-    def start(self, resume: bool = False, accelerator: str = "cpu", precision: str | None = None,
-              **fields: Any) -> dict[str, Any]:
+    def start(
+        self, resume: bool = False, accelerator: str = "cpu", precision: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Write results.json with status "running". A resumed run keeps its metrics and adds to its wall time."""
         earlier = read_results(self.run_dir) if resume else None
         self._wall_before = float(earlier.get("wall_time") or 0.0) if earlier else 0.0
         self._session_start, self._stopped_at = time.perf_counter(), None
         results = {key: None for key in RESULT_KEYS}
-        results.update({"schema": SCHEMA, "lab": self.lab, "config": self.config, "status": "running",
-                        "headline": {"metric": self.headline, "value": None,
-                                     "higher_is_better": self.higher_is_better},
-                        "metrics": dict(earlier.get("metrics") or {}) if earlier else {},
-                        "wall_time": self._wall_before, "steps": 0,
-                        "started": (earlier or {}).get("started") or _now(), "updated": _now(),
-                        "command": " ".join(["i2dl", *sys.argv[1:]]) if sys.argv else "",
-                        "versions": versions(*self.extra_versions), "machine": machine(accelerator, precision)})
+        results.update(
+            {
+                "schema": SCHEMA,
+                "lab": self.lab,
+                "config": self.config,
+                "status": "running",
+                "headline": {"metric": self.headline, "value": None, "higher_is_better": self.higher_is_better},
+                "metrics": dict(earlier.get("metrics") or {}) if earlier else {},
+                "wall_time": self._wall_before,
+                "steps": 0,
+                "started": (earlier or {}).get("started") or _now(),
+                "updated": _now(),
+                "command": " ".join(["i2dl", *sys.argv[1:]]) if sys.argv else "",
+                "versions": versions(*self.extra_versions),
+                "machine": machine(accelerator, precision),
+            }
+        )
         results.update(fields)
         self._results = results
         if is_main_process():
@@ -220,8 +253,9 @@ class Run:
         """Training is over: what follows (a test, figures) does not count as the run's time."""
         self._stopped_at = time.perf_counter()
 
-    def update(self, metrics: dict[str, float] | None = None, status: str | None = None, **fields: Any
-               ) -> dict[str, Any]:
+    def update(
+        self, metrics: dict[str, float] | None = None, status: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Merge `metrics` and other fields into results.json (and the headline value, when it is among them)."""
         results = self._results if self._results is not None else (read_results(self.run_dir) or self.start())
         if metrics:
@@ -237,8 +271,7 @@ class Run:
             write_json(self.path, results)
         return results
 
-    def finish(self, metrics: dict[str, float] | None = None, count_time: bool = True, **fields: Any
-               ) -> dict[str, Any]:
+    def finish(self, metrics: dict[str, float] | None = None, count_time: bool = True, **fields: Any) -> dict[str, Any]:
         """Status "finished", with `metrics` merged in; `count_time=False` (an evaluation of a finished run) keeps
         the run's wall time as it was."""
         fields.setdefault("wall_time", round(self.wall_time() if count_time else self._wall_before, 2))
@@ -296,9 +329,18 @@ class RunInfo:
         return max(self.wall_time or 0.0, since)
 
     def as_row(self) -> dict[str, Any]:
-        return {"run": str(self.run_dir), "lab": self.lab, "config": self.config, "status": self.status,
-                "metric": self.headline_metric or "", "value": self.headline_value, "wall_time": self.wall_time,
-                "steps": self.steps, "updated": self.updated or "", "error": self.error or ""}
+        return {
+            "run": str(self.run_dir),
+            "lab": self.lab,
+            "config": self.config,
+            "status": self.status,
+            "metric": self.headline_metric or "",
+            "value": self.headline_value,
+            "wall_time": self.wall_time,
+            "steps": self.steps,
+            "updated": self.updated or "",
+            "error": self.error or "",
+        }
 
 
 def run_status(run_dir: Path, results: dict[str, Any] | None) -> str:
@@ -318,20 +360,31 @@ def list_runs(root: str | Path | None = None, max_depth: int = 5) -> list[RunInf
     found: list[RunInfo] = []
     for dirpath, dirnames, filenames in os.walk(root):
         depth = len(Path(dirpath).relative_to(root).parts)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and depth < max_depth
-                             and d not in {"checkpoints", "tensorboard", "csv", "figures"})
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and depth < max_depth and d not in {"checkpoints", "tensorboard", "csv", "figures"}
+        )
         if RESULTS_NAME not in filenames and LOCK_NAME not in filenames:
             continue
         run_dir = Path(dirpath)
         results = read_results(run_dir)
         headline = (results or {}).get("headline") or {}
-        found.append(RunInfo(
-            run_dir=run_dir, lab=(results or {}).get("lab") or _guess_lab(run_dir, root),
-            config=(results or {}).get("config") or run_dir.name, status=run_status(run_dir, results),
-            headline_metric=headline.get("metric"), headline_value=headline.get("value"),
-            wall_time=(results or {}).get("wall_time"), steps=(results or {}).get("steps"),
-            updated=(results or {}).get("updated"), started=(results or {}).get("started"),
-            error=(results or {}).get("error") or (None if results else "no readable results.json")))
+        found.append(
+            RunInfo(
+                run_dir=run_dir,
+                lab=(results or {}).get("lab") or _guess_lab(run_dir, root),
+                config=(results or {}).get("config") or run_dir.name,
+                status=run_status(run_dir, results),
+                headline_metric=headline.get("metric"),
+                headline_value=headline.get("value"),
+                wall_time=(results or {}).get("wall_time"),
+                steps=(results or {}).get("steps"),
+                updated=(results or {}).get("updated"),
+                started=(results or {}).get("started"),
+                error=(results or {}).get("error") or (None if results else "no readable results.json"),
+            )
+        )
     return sorted(found, key=lambda r: (r.updated or "", str(r.run_dir)), reverse=True)
 
 
@@ -351,8 +404,18 @@ def format_table(runs: list[RunInfo]) -> str:
         headline = f"{r.headline_metric} {value}" if r.headline_metric else "-"
         elapsed = r.elapsed()
         time_text = "-" if elapsed is None else _duration(elapsed)
-        rows.append([r.status, r.lab, r.config, headline, time_text, "-" if r.steps is None else str(r.steps),
-                     (r.updated or "-")[:19].replace("T", " "), str(r.run_dir)])
+        rows.append(
+            [
+                r.status,
+                r.lab,
+                r.config,
+                headline,
+                time_text,
+                "-" if r.steps is None else str(r.steps),
+                (r.updated or "-")[:19].replace("T", " "),
+                str(r.run_dir),
+            ]
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]

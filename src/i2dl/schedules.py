@@ -25,10 +25,18 @@ def _cos_anneal(start: float, end: float, pct: float) -> float:
 class WarmupCosine(LRScheduler):
     """Per-step schedule. `lr = peak * factor(step)` for each parameter group's own peak learning rate."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.0,
-                 start_factor: float = 1 / 25, end_factor: float = 1e-3, warmup_shape: str = "linear",
-                 cycle_momentum: bool = False, momentum_range: tuple[float, float] = (0.85, 0.95),
-                 last_epoch: int = -1) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        warmup: float = 0.0,
+        start_factor: float = 1 / 25,
+        end_factor: float = 1e-3,
+        warmup_shape: str = "linear",
+        cycle_momentum: bool = False,
+        momentum_range: tuple[float, float] = (0.85, 0.95),
+        last_epoch: int = -1,
+    ) -> None:
         if warmup_shape not in ("linear", "cos"):
             raise ValueError(f"warmup_shape must be linear or cos, got {warmup_shape!r}")
         if not 0.0 <= warmup < 1.0:
@@ -43,8 +51,15 @@ class WarmupCosine(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     # configuration, given again at every (re)start, is not part of the saved state
-    _CONFIG = ("total_steps", "warmup", "start_factor", "end_factor", "warmup_shape", "cycle_momentum",
-               "momentum_range")
+    _CONFIG = (
+        "total_steps",
+        "warmup",
+        "start_factor",
+        "end_factor",
+        "warmup_shape",
+        "cycle_momentum",
+        "momentum_range",
+    )
 
     def state_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer" and k not in self._CONFIG}
@@ -91,5 +106,12 @@ class WarmupCosine(LRScheduler):
 
 def onecycle(optimizer: torch.optim.Optimizer, total_steps: int, pct_start: float) -> WarmupCosine:
     """The digits/autoencoder schedule: OneCycleLR's shape (resumable with a longer run)."""
-    return WarmupCosine(optimizer, total_steps, warmup=pct_start, start_factor=1 / 25, end_factor=1 / 25e4,
-                        warmup_shape="cos", cycle_momentum=True)
+    return WarmupCosine(
+        optimizer,
+        total_steps,
+        warmup=pct_start,
+        start_factor=1 / 25,
+        end_factor=1 / 25e4,
+        warmup_shape="cos",
+        cycle_momentum=True,
+    )

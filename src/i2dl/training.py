@@ -32,6 +32,7 @@ from i2dl.hardware import cpu_info, resolve_precision
 from i2dl.runs import Run, default_run_dir, is_main_process
 from i2dl.schedules import onecycle
 
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file and renamed (a kill never leaves half a file), and read with torch's
     safe unpickler (`i2dl.checkpoints.load`) whatever Lightning asks for: resuming, testing or validating a
@@ -105,8 +106,9 @@ def total_training_steps(trainer: L.Trainer) -> int:
     return max(1, int(total)) if total != math.inf else 1
 
 
-def make_optimizer(params, name: str, lr: float, weight_decay: float, schedule: str, total_steps: int,
-                   pct_start: float):
+def make_optimizer(
+    params, name: str, lr: float, weight_decay: float, schedule: str, total_steps: int, pct_start: float
+):
     """An "adam", "adamw" or "sgd" (Nesterov momentum 0.9) optimiser over `params` (parameters, or param groups
     with their own "lr"), and for `schedule="onecycle"` the per-step one-cycle schedule (`i2dl.schedules`) that
     warms each group up to its learning rate over `pct_start` of `total_steps` and anneals to ~0 (None for
@@ -167,8 +169,9 @@ class RunConfigSaver(SaveConfigCallback):
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.is_global_zero and self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, self.run_dir / "config.yaml", skip_none=False, overwrite=True,
-                             multifile=False)
+            self.parser.save(
+                self.config, self.run_dir / "config.yaml", skip_none=False, overwrite=True, multifile=False
+            )
 
 
 def csv_metric_files(run_dir: str | Path) -> list[Path]:
@@ -210,17 +213,44 @@ def run_folder_loggers(run_dir: Path) -> list:
 def run_folder_checkpoints(run_dir: Path, monitor: str | None, mode: str, every_n_steps: int) -> list[Callback]:
     """`checkpoints/best.ckpt` (by `monitor`; the last weights when None) and `checkpoints/last.ckpt`, refreshed
     every `every_n_steps` optimiser steps too, so a killed run loses little."""
-    return [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                            save_top_k=1, save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last-step", save_last=True, save_top_k=0,
-                            every_n_train_steps=every_n_steps, enable_version_counter=False)]
+    return [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            save_last=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        ),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="last-step",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=every_n_steps,
+            enable_version_counter=False,
+        ),
+    ]
 
 
-def fit_in_run_folder(run_dir: str | Path, lab: str, config_name: str, module: L.LightningModule,
-                      datamodule: L.LightningDataModule, trainer_args: dict[str, Any], seed: int = 0,
-                      monitor: str | None = None, mode: str = "max", headline: str = "test/acc",
-                      higher_is_better: bool = True, callbacks: list[Callback] = (), test: bool = True,
-                      checkpoint_every_n_steps: int = 200) -> dict[str, float]:
+def fit_in_run_folder(
+    run_dir: str | Path,
+    lab: str,
+    config_name: str,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    trainer_args: dict[str, Any],
+    seed: int = 0,
+    monitor: str | None = None,
+    mode: str = "max",
+    headline: str = "test/acc",
+    higher_is_better: bool = True,
+    callbacks: list[Callback] = (),
+    test: bool = True,
+    checkpoint_every_n_steps: int = 200,
+) -> dict[str, float]:
     """What `i2dl <lab> fit` does, from Python objects: in a locked run folder, fit `module` on `datamodule` with a
     LabTrainer made of `trainer_args`, test the best checkpoint, write config.yaml and results.json; returns the
     final metrics."""
@@ -230,27 +260,44 @@ def fit_in_run_folder(run_dir: str | Path, lab: str, config_name: str, module: L
 
     run_dir = Path(run_dir)
     L.seed_everything(seed, verbose=False)
-    run = Run(run_dir, lab, config_name, headline, higher_is_better,
-              extra_versions=("lightning", "torchvision", "torchmetrics"))
+    run = Run(
+        run_dir,
+        lab,
+        config_name,
+        headline,
+        higher_is_better,
+        extra_versions=("lightning", "torchvision", "torchmetrics"),
+    )
     run.lock()
     try:
-        config = {"seed_everything": seed, "trainer": dict(trainer_args), "model": dict(module.hparams),
-                  "data": dict(datamodule.hparams)}
+        config = {
+            "seed_everything": seed,
+            "trainer": dict(trainer_args),
+            "model": dict(module.hparams),
+            "data": dict(datamodule.hparams),
+        }
         config = json.loads(json.dumps(config, default=str))  # plain YAML: tuples as lists, paths as strings
         write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        trainer = LabTrainer(default_root_dir=str(run_dir), logger=run_folder_loggers(run_dir),
-                             plugins=[SafeCheckpointIO()], enable_model_summary=False, log_every_n_steps=50,
-                             callbacks=[*run_folder_checkpoints(run_dir, monitor, mode, checkpoint_every_n_steps),
-                                        *callbacks],
-                             **{"accelerator": "auto", "devices": 1, **trainer_args})
+        trainer = LabTrainer(
+            default_root_dir=str(run_dir),
+            logger=run_folder_loggers(run_dir),
+            plugins=[SafeCheckpointIO()],
+            enable_model_summary=False,
+            log_every_n_steps=50,
+            callbacks=[*run_folder_checkpoints(run_dir, monitor, mode, checkpoint_every_n_steps), *callbacks],
+            **{"accelerator": "auto", "devices": 1, **trainer_args},
+        )
         run.start(accelerator=trainer.strategy.root_device.type, precision=str(trainer.precision))
         trainer.fit(module, datamodule=datamodule)
         run.stop_clock()
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if test:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if "/" in k and v.numel() == 1 and not k.endswith("_step")}
+        metrics = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if "/" in k and v.numel() == 1 and not k.endswith("_step")
+        }
         run.finish(metrics, steps=trainer.global_step, epochs=trainer.current_epoch)
     except BaseException as err:
         run.fail(err if not isinstance(err, KeyboardInterrupt) else "interrupted (Ctrl-C)")
@@ -271,32 +318,62 @@ class LabCLI(LightningCLI):
     they need from the datamodule; `headline` is the metric `results.json` and `i2dl runs` show first.
     """
 
-    def __init__(self, lab: str, model_class, datamodule_class, monitor: str | None, mode: str = "max",
-                 args: list[str] | None = None, checkpoint_every_n_steps: int = 200, headline: str = "test/acc",
-                 higher_is_better: bool = True, figures: FigureFactory | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        lab: str,
+        model_class,
+        datamodule_class,
+        monitor: str | None,
+        mode: str = "max",
+        args: list[str] | None = None,
+        checkpoint_every_n_steps: int = 200,
+        headline: str = "test/acc",
+        higher_is_better: bool = True,
+        figures: FigureFactory | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.lab, self.monitor, self.mode = lab, monitor, mode
         self.headline, self.higher_is_better, self.figures = headline, higher_is_better, figures
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
         self.run: Run | None = None
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
-        trainer_defaults = {"accelerator": "auto", "devices": 1, "log_every_n_steps": 50,
-                            "enable_model_summary": False}
+        trainer_defaults = {"accelerator": "auto", "devices": 1, "log_every_n_steps": 50, "enable_model_summary": False}
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
         args = configs.resolve_config_args(lab, list(sys.argv[1:] if args is None else args))
-        super().__init__(model_class, datamodule_class, args=args, seed_everything_default=0,
-                         trainer_class=LabTrainer, save_config_callback=RunConfigSaver,
-                         save_config_kwargs={"overwrite": True}, trainer_defaults=trainer_defaults,
-                         parser_kwargs={"prog": f"i2dl {lab}"}, auto_configure_optimizers=False, **kwargs)
+        super().__init__(
+            model_class,
+            datamodule_class,
+            args=args,
+            seed_everything_default=0,
+            trainer_class=LabTrainer,
+            save_config_callback=RunConfigSaver,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults=trainer_defaults,
+            parser_kwargs={"prog": f"i2dl {lab}"},
+            auto_configure_optimizers=False,
+            **kwargs,
+        )
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--run_dir", type=str | None, default=None,
-                            help="Folder for this run's checkpoints, logs, config and figures "
-                                 "(default: runs/<lab>/<config file name>)")
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="After `fit`, evaluate the best checkpoint on the test split and draw the figures")
-        parser.add_argument("--checkpoint_every_n_steps", type=int, default=self.checkpoint_every_n_steps,
-                            help="Also refresh checkpoints/last.ckpt every this many optimiser steps (mid-epoch)")
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help="Folder for this run's checkpoints, logs, config and figures (default: runs/<lab>/<config file name>)",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After `fit`, evaluate the best checkpoint on the test split and draw the figures",
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int,
+            default=self.checkpoint_every_n_steps,
+            help="Also refresh checkpoints/last.ckpt every this many optimiser steps (mid-epoch)",
+        )
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the checkpoint's hyper-parameters into the config before anything else; a file the safe
@@ -316,8 +393,14 @@ class LabCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         run_dir = self.run_dir()
-        self.run = Run(run_dir, self.lab, self.config_name(), self.headline, self.higher_is_better,
-                       extra_versions=("lightning", "torchvision", "torchmetrics")).lock()
+        self.run = Run(
+            run_dir,
+            self.lab,
+            self.config_name(),
+            self.headline,
+            self.higher_is_better,
+            extra_versions=("lightning", "torchvision", "torchmetrics"),
+        ).lock()
         self.save_config_kwargs["run_dir"] = run_dir
         trainer_config = self._get(self.config_init, "trainer", default={})
         kwargs["default_root_dir"] = str(run_dir)
@@ -326,8 +409,10 @@ class LabCLI(LightningCLI):
         if not trainer_config.get("plugins"):
             kwargs["plugins"] = [SafeCheckpointIO()]
         every = self.config[self.subcommand].checkpoint_every_n_steps
-        self.trainer_defaults["callbacks"] = [*run_folder_checkpoints(run_dir, self.monitor, self.mode, every),
-                                              *(self.figures(self) if self.figures else [])]
+        self.trainer_defaults["callbacks"] = [
+            *run_folder_checkpoints(run_dir, self.monitor, self.mode, every),
+            *(self.figures(self) if self.figures else []),
+        ]
         return super().instantiate_trainer(**kwargs)
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -343,12 +428,16 @@ class LabCLI(LightningCLI):
 
     # --- results.json and what a finished command prints -------------------------------------------------------
     def _start(self, resume: bool) -> None:
-        self.run.start(resume=resume, accelerator=self.trainer.strategy.root_device.type,
-                       precision=str(self.trainer.precision))
+        self.run.start(
+            resume=resume, accelerator=self.trainer.strategy.root_device.type, precision=str(self.trainer.precision)
+        )
 
     def _metrics(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.trainer.callback_metrics.items()
-                if "/" in k and v.numel() == 1 and not k.endswith("_step")}
+        return {
+            k: float(v)
+            for k, v in self.trainer.callback_metrics.items()
+            if "/" in k and v.numel() == 1 and not k.endswith("_step")
+        }
 
     def _headline(self, title: str, training: bool) -> None:
         """Print the final metrics and merge them into `<run_dir>/results.json`."""
@@ -358,8 +447,7 @@ class LabCLI(LightningCLI):
         shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.count("/") == 1)
         print(f"\n{title}: {shown}")
         print(f"run folder: {self.run.run_dir}")
-        self.run.finish(metrics, steps=self.trainer.global_step, epochs=self.trainer.current_epoch,
-                        count_time=training)
+        self.run.finish(metrics, steps=self.trainer.global_step, epochs=self.trainer.current_epoch, count_time=training)
 
     def before_fit(self) -> None:
         resume = self.config[self.subcommand].get("ckpt_path") is not None
@@ -393,8 +481,15 @@ class ClassificationFigures(FigureCallback):
     confidence; wrong ones in red; with `grid`), `confusion_matrix.png` and `curves.png`. Collects what
     `CrossEntropySteps.test_step` returns."""
 
-    def __init__(self, run_dir: str | Path, class_names: list[str], title: str, grid: bool = True,
-                 grid_images: int = 40, grid_wrong: int = 8) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        class_names: list[str],
+        title: str,
+        grid: bool = True,
+        grid_images: int = 40,
+        grid_wrong: int = 8,
+    ) -> None:
         super().__init__(run_dir)
         self.class_names, self.title, self.grid = list(class_names), title, grid
         self.grid_images, self.grid_wrong = grid_images, grid_wrong
@@ -434,10 +529,21 @@ class ClassificationFigures(FigureCallback):
         if self.examples:
             x, y, probs = (torch.cat(parts) for parts in zip(*self.examples))
             conf, pred = probs.max(-1)
-            titles = [f"{names[p]} {c:.0%}" + ("" if p == t else f"\n(true {names[t]})")
-                      for p, c, t in zip(pred.tolist(), conf.tolist(), y.tolist())]
-            plot_image_grid(x, titles, self.folder / "test_predictions.png", wrong=(pred != y).tolist(),
-                            title="test images: predicted class, confidence (wrong ones in red)")
-        plot_confusion_matrix(matrix, names, self.folder / "confusion_matrix.png",
-                              title=f"{self.title}: {int(matrix.trace())}/{int(matrix.sum())} test images correct")
+            titles = [
+                f"{names[p]} {c:.0%}" + ("" if p == t else f"\n(true {names[t]})")
+                for p, c, t in zip(pred.tolist(), conf.tolist(), y.tolist())
+            ]
+            plot_image_grid(
+                x,
+                titles,
+                self.folder / "test_predictions.png",
+                wrong=(pred != y).tolist(),
+                title="test images: predicted class, confidence (wrong ones in red)",
+            )
+        plot_confusion_matrix(
+            matrix,
+            names,
+            self.folder / "confusion_matrix.png",
+            title=f"{self.title}: {int(matrix.trace())}/{int(matrix.sum())} test images correct",
+        )
         self.curves(self.title)

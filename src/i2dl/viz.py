@@ -22,8 +22,9 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Write a figure (format from the suffix, PNG by default) whole or not at all, and close it."""
     path = Path(path)
     try:
-        write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight",
-                                                 format=path.suffix.lstrip(".") or "png"))
+        write_with(
+            path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        )
     finally:
         plt.close(fig)
     return path
@@ -75,8 +76,14 @@ def plot_curves(files: Sequence[Path], path: Path, title: str = "") -> Path | No
     for ax, (name, stages) in zip(axes[0], sorted(groups.items())):
         for stage, points in sorted(stages.items()):
             steps, values = zip(*points)
-            ax.plot(steps, values, label=stage, marker="o" if stage == "val" else None, markersize=3,
-                    alpha=0.6 if stage == "train" else 1.0)
+            ax.plot(
+                steps,
+                values,
+                label=stage,
+                marker="o" if stage == "val" else None,
+                markersize=3,
+                alpha=0.6 if stage == "train" else 1.0,
+            )
         ax.set_xlabel("step")
         ax.set_title(name)
         ax.grid(alpha=0.3)
@@ -85,8 +92,9 @@ def plot_curves(files: Sequence[Path], path: Path, title: str = "") -> Path | No
     return save_figure(fig, path)
 
 
-def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], path: Path,
-                          title: str = "confusion matrix") -> Path:
+def plot_confusion_matrix(
+    matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], path: Path, title: str = "confusion matrix"
+) -> Path:
     """Counts per (true, predicted) class, with row-normalised colours so rare errors stay visible."""
     matrix = np.asarray(matrix, dtype=np.int64)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -96,8 +104,15 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
     for i in range(n):
         for j in range(n):
             if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.5 else ("crimson" if i != j else "black"))
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 0.5 else ("crimson" if i != j else "black"),
+                )
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
@@ -106,8 +121,14 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
     return save_figure(fig, path)
 
 
-def plot_image_grid(images: torch.Tensor, titles: Sequence[str], path: Path, wrong: Sequence[bool] | None = None,
-                    ncols: int = 8, title: str = "") -> Path:
+def plot_image_grid(
+    images: torch.Tensor,
+    titles: Sequence[str],
+    path: Path,
+    wrong: Sequence[bool] | None = None,
+    ncols: int = 8,
+    title: str = "",
+) -> Path:
     """Greyscale images (N, H, W) or (N, 1, H, W) with a caption each; `wrong` ones get a red frame and caption."""
     images = images.detach().cpu().float()
     if images.dim() == 4:

@@ -12,8 +12,18 @@ import torch
 import yaml
 from PIL import Image
 
-from i2dl.app.common import (AppContext, AppError, RunSummary, TabParts, checkpoint_choices, flatten,
-                             resolve_checkpoint, shows_errors, train_hint)
+from i2dl.app.common import (
+    AppContext,
+    AppError,
+    RunSummary,
+    TabParts,
+    checkpoint_choices,
+    flatten,
+    resolve_checkpoint,
+    shows_errors,
+    train_hint,
+)
+
 # the autoencoder lab, used only here
 from i2dl.autoencoder.module import AutoencoderModule
 from i2dl.data.idx import load_split
@@ -45,9 +55,12 @@ def run_dataset(run_dir: Path) -> str:
 
 
 def choices(ctx: AppContext) -> list[tuple[str, str]]:
-    return checkpoint_choices(ctx.runs, LAB, keep=is_pretraining,
-                              extra=lambda run: " (Fashion-MNIST)" if run_dataset(run.run_dir) == "fashion-mnist"
-                              else "")
+    return checkpoint_choices(
+        ctx.runs,
+        LAB,
+        keep=is_pretraining,
+        extra=lambda run: " (Fashion-MNIST)" if run_dataset(run.run_dir) == "fashion-mnist" else "",
+    )
 
 
 def load_autoencoder(ctx: AppContext, choice: str | None) -> tuple[AutoencoderModule, str]:
@@ -101,8 +114,10 @@ def from_sketch(ctx: AppContext, sketch, choice: str | None):
     composite = sketch.get("composite") if isinstance(sketch, dict) else None
     gray = None
     if composite is not None:
-        gray = np.asarray(flatten(Image.fromarray(np.asarray(composite, dtype=np.uint8))).convert("L"),
-                          dtype=np.float32) / 255.0
+        gray = (
+            np.asarray(flatten(Image.fromarray(np.asarray(composite, dtype=np.uint8))).convert("L"), dtype=np.float32)
+            / 255.0
+        )
     if gray is None or float(gray.max() - gray.min()) < 0.1:
         return None, None, "Draw a digit, or pick a test digit."
     return reconstruct(ctx, to_mnist_format(gray), choice)
@@ -125,8 +140,9 @@ def interpolate(ctx: AppContext, index_a, index_b, t, choice: str | None) -> tup
         weights = torch.linspace(0, 1, STEPS)
         path = torch.cat([((1 - w) * z[0] + w * z[1])[None] for w in [*weights.tolist(), t]])
         images = module.model.decoder(path)
-    strip = np.concatenate([np.pad(as_image(img), ((0, 0), (0, 2)), constant_values=128)
-                            for img in images[:STEPS]], axis=1)[:, :-2]
+    strip = np.concatenate(
+        [np.pad(as_image(img), ((0, 0), (0, 2)), constant_values=128) for img in images[:STEPS]], axis=1
+    )[:, :-2]
     return as_image(images[-1]), strip, f"t = {t:.2f}: {1 - t:.0%} of #{int(index_a)}, {t:.0%} of #{int(index_b)}"
 
 
@@ -145,8 +161,10 @@ def latest_sweep_chart(root: Path) -> Path | None:
 def sweep_chart(ctx: AppContext) -> tuple[str | None, str]:
     chart = latest_sweep_chart(ctx.runs)
     if chart is None:
-        return None, ("No sweep yet: `i2dl autoencoder sweep --num_labels 10 100 1000 all` draws test accuracy "
-                      "against the number of labels, pretrained and from scratch.")
+        return None, (
+            "No sweep yet: `i2dl autoencoder sweep --num_labels 10 100 1000 all` draws test accuracy "
+            "against the number of labels, pretrained and from scratch."
+        )
     return ctx.publish(chart), f"latest sweep: `{chart.relative_to(ctx.runs)}`"
 
 
@@ -156,8 +174,13 @@ def build(ctx: AppContext):
     from i2dl.app.components import sketchpad
 
     found = choices(ctx)
-    checkpoint = gr.Dropdown(found, value=found[0][1] if found else None, label="autoencoder (newest first)",
-                             allow_custom_value=True, elem_id="autoencoder-checkpoint")
+    checkpoint = gr.Dropdown(
+        found,
+        value=found[0][1] if found else None,
+        label="autoencoder (newest first)",
+        allow_custom_value=True,
+        elem_id="autoencoder-checkpoint",
+    )
     hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -165,15 +188,30 @@ def build(ctx: AppContext):
                 with gr.Tab("Draw"):
                     sketch = sketchpad("autoencoder-sketchpad")
                 with gr.Tab("Test digit"):
-                    index = gr.Number(value=0, precision=0, minimum=0, label="test digit #",
-                                      elem_id="autoencoder-index")
+                    index = gr.Number(
+                        value=0, precision=0, minimum=0, label="test digit #", elem_id="autoencoder-index"
+                    )
         with gr.Column(scale=2):
             message = gr.Markdown(elem_id="autoencoder-message", elem_classes="i2dl-message")
             with gr.Row():
-                seen = gr.Image(label="input (28x28)", image_mode="L", interactive=False, height=168,
-                                elem_id="autoencoder-input", elem_classes="i2dl-pixels", buttons=[])
-                output = gr.Image(label="reconstruction", image_mode="L", interactive=False, height=168,
-                                  elem_id="autoencoder-output", elem_classes="i2dl-pixels", buttons=[])
+                seen = gr.Image(
+                    label="input (28x28)",
+                    image_mode="L",
+                    interactive=False,
+                    height=168,
+                    elem_id="autoencoder-input",
+                    elem_classes="i2dl-pixels",
+                    buttons=[],
+                )
+                output = gr.Image(
+                    label="reconstruction",
+                    image_mode="L",
+                    interactive=False,
+                    height=168,
+                    elem_id="autoencoder-output",
+                    elem_classes="i2dl-pixels",
+                    buttons=[],
+                )
     gr.Markdown("### Between two test digits")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
@@ -182,29 +220,83 @@ def build(ctx: AppContext):
             t = gr.Slider(0, 1, value=0.5, step=0.05, label="t (0 = first, 1 = second)", elem_id="autoencoder-t")
             between_message = gr.Markdown(elem_classes="i2dl-message", elem_id="autoencoder-between-message")
         with gr.Column(scale=1):
-            between = gr.Image(label="decoded at t", image_mode="L", interactive=False, height=168,
-                               elem_id="autoencoder-between", elem_classes="i2dl-pixels", buttons=[])
+            between = gr.Image(
+                label="decoded at t",
+                image_mode="L",
+                interactive=False,
+                height=168,
+                elem_id="autoencoder-between",
+                elem_classes="i2dl-pixels",
+                buttons=[],
+            )
         with gr.Column(scale=2):
-            strip = gr.Image(label="the way from one to the other", image_mode="L", interactive=False, height=120,
-                             elem_id="autoencoder-strip", elem_classes="i2dl-pixels", buttons=[])
+            strip = gr.Image(
+                label="the way from one to the other",
+                image_mode="L",
+                interactive=False,
+                height=120,
+                elem_id="autoencoder-strip",
+                elem_classes="i2dl-pixels",
+                buttons=[],
+            )
     gr.Markdown("### Pretraining against labels")
     chart_message = gr.Markdown(elem_classes="i2dl-message")
-    chart = gr.Image(label="test accuracy against number of labels (latest sweep)", interactive=False,
-                     elem_id="autoencoder-sweep", height=360, buttons=["download", "fullscreen"])
+    chart = gr.Image(
+        label="test accuracy against number of labels (latest sweep)",
+        interactive=False,
+        elem_id="autoencoder-sweep",
+        height=360,
+        buttons=["download", "fullscreen"],
+    )
     outputs = [seen, output, message]
-    sketch.change(shows_errors(3)(lambda s, c: from_sketch(ctx, s, c)), [sketch, checkpoint], outputs,
-                  api_name="autoencoder_sketch", trigger_mode="always_last", show_progress="hidden")
-    index.change(shows_errors(3)(lambda i, c: from_test_digit(ctx, i, c)), [index, checkpoint], outputs,
-                 api_name="autoencoder", trigger_mode="always_last")
+    sketch.change(
+        shows_errors(3)(lambda s, c: from_sketch(ctx, s, c)),
+        [sketch, checkpoint],
+        outputs,
+        api_name="autoencoder_sketch",
+        trigger_mode="always_last",
+        show_progress="hidden",
+    )
+    index.change(
+        shows_errors(3)(lambda i, c: from_test_digit(ctx, i, c)),
+        [index, checkpoint],
+        outputs,
+        api_name="autoencoder",
+        trigger_mode="always_last",
+    )
     walk = shows_errors(3)(lambda a, b, w, c: interpolate(ctx, a, b, w, c))
     for trigger in (index_a.change, index_b.change, t.change):
-        trigger(walk, [index_a, index_b, t, checkpoint], [between, strip, between_message],
-                api_visibility="private", trigger_mode="always_last", show_progress="hidden")
-    gr.on([checkpoint.change], walk, [index_a, index_b, t, checkpoint], [between, strip, between_message],
-          api_name="autoencoder_interpolate", show_progress="hidden")
-    gr.on([checkpoint.change], shows_errors(3)(lambda i, c: from_test_digit(ctx, i, c)), [index, checkpoint],
-          outputs, api_visibility="private", show_progress="hidden")
-    return TabParts(checkpoint, hint, choices, on_load=[
-        (shows_errors(2)(lambda: sweep_chart(ctx)), [], [chart, chart_message]),
-        (shows_errors(3)(lambda i, c: from_test_digit(ctx, i, c)), [index, checkpoint], outputs),
-        (walk, [index_a, index_b, t, checkpoint], [between, strip, between_message])])
+        trigger(
+            walk,
+            [index_a, index_b, t, checkpoint],
+            [between, strip, between_message],
+            api_visibility="private",
+            trigger_mode="always_last",
+            show_progress="hidden",
+        )
+    gr.on(
+        [checkpoint.change],
+        walk,
+        [index_a, index_b, t, checkpoint],
+        [between, strip, between_message],
+        api_name="autoencoder_interpolate",
+        show_progress="hidden",
+    )
+    gr.on(
+        [checkpoint.change],
+        shows_errors(3)(lambda i, c: from_test_digit(ctx, i, c)),
+        [index, checkpoint],
+        outputs,
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    return TabParts(
+        checkpoint,
+        hint,
+        choices,
+        on_load=[
+            (shows_errors(2)(lambda: sweep_chart(ctx)), [], [chart, chart_message]),
+            (shows_errors(3)(lambda i, c: from_test_digit(ctx, i, c)), [index, checkpoint], outputs),
+            (walk, [index_a, index_b, t, checkpoint], [between, strip, between_message]),
+        ],
+    )

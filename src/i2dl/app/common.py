@@ -29,29 +29,52 @@ log = logging.getLogger("i2dl.app")
 MAX_PIXELS = 50_000_000  # larger images are refused before they are decoded (decompression bombs)
 MAX_UPLOAD = "50mb"
 LABS = ("digits", "autoencoder", "keypoints", "segmentation", "rl")
-CHECKPOINT_SUFFIXES = {"digits": ".ckpt", "autoencoder": ".ckpt", "keypoints": ".ckpt", "segmentation": ".ckpt",
-                       "rl": ".pt"}
+CHECKPOINT_SUFFIXES = {
+    "digits": ".ckpt",
+    "autoencoder": ".ckpt",
+    "keypoints": ".ckpt",
+    "segmentation": ".ckpt",
+    "rl": ".pt",
+}
 SKIP_DIRS = {"tensorboard", "csv", "figures", "predictions", "__pycache__"}
 
 # The one command that trains each tab's checkpoint, and how long it takes on the 2-core reference CPU (README.md).
 TRAIN_HINTS: dict[str, list[tuple[str, str]]] = {
-    "digits": [("i2dl digits fit -c configs/digits/fc.yaml", "33 s, 97.7% test accuracy"),
-               ("make demo", "about a minute: the lab's CNN for 2 epochs")],
-    "autoencoder": [("i2dl autoencoder pretrain fit -c configs/autoencoder/pretrain_conv.yaml",
-                     "about 9 min on one core"),
-                    ("i2dl autoencoder run --num_labels 100", "13 min: pretraining, fine-tuning and the baseline")],
+    "digits": [
+        ("i2dl digits fit -c configs/digits/fc.yaml", "33 s, 97.7% test accuracy"),
+        ("make demo", "about a minute: the lab's CNN for 2 epochs"),
+    ],
+    "autoencoder": [
+        ("i2dl autoencoder pretrain fit -c configs/autoencoder/pretrain_conv.yaml", "about 9 min on one core"),
+        ("i2dl autoencoder run --num_labels 100", "13 min: pretraining, fine-tuning and the baseline"),
+    ],
     "keypoints": [("i2dl keypoints fit -c configs/keypoints/keypointnet.yaml", "8 min on one core, RMSE 1.46 px")],
-    "segmentation": [("i2dl segmentation fit -c configs/segmentation/unet_mobilenet_v2_msrc.yaml",
-                      "57 min (MSRC-v2, 86.9% accuracy)"),
-                     ("i2dl segmentation fit -c configs/segmentation/unet_mobilenet_v2_camvid.yaml",
-                      "75 min (CamVid, 59.2% mIoU)")],
-    "rl": [("i2dl rl train -c configs/rl/ppo_cartpole.yaml", "about 1 min (CartPole, return 500)"),
-           ("i2dl rl train -c configs/rl/ppo_pong.yaml --time_limit 8288", "2.3 h on one core (Pong)")],
+    "segmentation": [
+        (
+            "i2dl segmentation fit -c configs/segmentation/unet_mobilenet_v2_msrc.yaml",
+            "57 min (MSRC-v2, 86.9% accuracy)",
+        ),
+        ("i2dl segmentation fit -c configs/segmentation/unet_mobilenet_v2_camvid.yaml", "75 min (CamVid, 59.2% mIoU)"),
+    ],
+    "rl": [
+        ("i2dl rl train -c configs/rl/ppo_cartpole.yaml", "about 1 min (CartPole, return 500)"),
+        ("i2dl rl train -c configs/rl/ppo_pong.yaml --time_limit 8288", "2.3 h on one core (Pong)"),
+    ],
 }
-LAB_NOUNS = {"digits": "a digits", "autoencoder": "an autoencoder", "keypoints": "a keypoints",
-             "segmentation": "a segmentation", "rl": "an RL"}
-TAB_NAMES = {"digits": "Digits", "autoencoder": "Autoencoder", "keypoints": "Keypoints",
-             "segmentation": "Segmentation", "rl": "RL"}
+LAB_NOUNS = {
+    "digits": "a digits",
+    "autoencoder": "an autoencoder",
+    "keypoints": "a keypoints",
+    "segmentation": "a segmentation",
+    "rl": "an RL",
+}
+TAB_NAMES = {
+    "digits": "Digits",
+    "autoencoder": "Autoencoder",
+    "keypoints": "Keypoints",
+    "segmentation": "Segmentation",
+    "rl": "RL",
+}
 
 
 class AppError(I2DLError):
@@ -91,8 +114,16 @@ class RunSummary:
 
 
 # the figure a flat (pre-schema) results.json most likely headlines, by lab
-OLD_HEADLINES = ("test/acc", "test/miou", "test/score", "test/rmse_px", "eval/mean_return", "mean_return",
-                 "test_acc", "val/acc")
+OLD_HEADLINES = (
+    "test/acc",
+    "test/miou",
+    "test/score",
+    "test/rmse_px",
+    "eval/mean_return",
+    "mean_return",
+    "test_acc",
+    "val/acc",
+)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -135,10 +166,19 @@ def _from_listing(info, root: Path) -> RunSummary:
     from i2dl.runs import read_results
 
     results = read_results(info.run_dir)
-    summary = RunSummary(info.run_dir, _rel(info.run_dir, root), info.lab, info.config, info.status,
-                         info.headline_metric, _number(info.headline_value), _number(info.wall_time),
-                         info.steps if isinstance(info.steps, int) else None,
-                         info.updated or _mtime_iso(info.run_dir / "results.json"), results or {})
+    summary = RunSummary(
+        info.run_dir,
+        _rel(info.run_dir, root),
+        info.lab,
+        info.config,
+        info.status,
+        info.headline_metric,
+        _number(info.headline_value),
+        _number(info.wall_time),
+        info.steps if isinstance(info.steps, int) else None,
+        info.updated or _mtime_iso(info.run_dir / "results.json"),
+        results or {},
+    )
     if results is None:
         old = _read_json(info.run_dir / "results.json")
         if old is not None:
@@ -164,18 +204,35 @@ def find_runs(root: Path, max_depth: int = 6) -> list[RunSummary]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = {summary.rel: summary for summary in (_from_listing(info, root)
-                                                  for info in list_runs(root, max_depth=max_depth))}
+    found = {
+        summary.rel: summary for summary in (_from_listing(info, root) for info in list_runs(root, max_depth=max_depth))
+    }
     for dirpath, dirnames, _ in os.walk(root):
         path = Path(dirpath)
         depth = len(path.relative_to(root).parts)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS | {"checkpoints"}
-                             and depth < max_depth and not (path / d).is_symlink())
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and d not in SKIP_DIRS | {"checkpoints"}
+            and depth < max_depth
+            and not (path / d).is_symlink()
+        )
         rel = _rel(path, root)
         try:
             if rel not in found and _holds_checkpoints(path):
-                found[rel] = RunSummary(path, rel, _guess_lab(path, root), path.name, "no results.json", None,
-                                        None, None, None, _mtime_iso(path / "checkpoints"))
+                found[rel] = RunSummary(
+                    path,
+                    rel,
+                    _guess_lab(path, root),
+                    path.name,
+                    "no results.json",
+                    None,
+                    None,
+                    None,
+                    None,
+                    _mtime_iso(path / "checkpoints"),
+                )
         except OSError:
             continue
     for summary in found.values():
@@ -203,11 +260,18 @@ def checkpoint_label(run: RunSummary, extra: str = "") -> str:
     return f"{run.config}{extra}{headline} · {when} · {Path(run.rel)}"
 
 
-def checkpoint_choices(root: Path, lab: str, keep: Callable[[RunSummary], bool] = lambda run: True,
-                       extra: Callable[[RunSummary], str] = lambda run: "") -> list[tuple[str, str]]:
+def checkpoint_choices(
+    root: Path,
+    lab: str,
+    keep: Callable[[RunSummary], bool] = lambda run: True,
+    extra: Callable[[RunSummary], str] = lambda run: "",
+) -> list[tuple[str, str]]:
     """(label, checkpoint path relative to `root`) of every run of `lab` with a checkpoint, newest first."""
-    return [(checkpoint_label(run, extra(run)), run.checkpoint_rel) for run in find_runs(root)
-            if run.lab == lab and run.checkpoint_rel and keep(run)]
+    return [
+        (checkpoint_label(run, extra(run)), run.checkpoint_rel)
+        for run in find_runs(root)
+        if run.lab == lab and run.checkpoint_rel and keep(run)
+    ]
 
 
 def resolve_checkpoint(root: Path, choice: str | None, lab: str) -> Path:
@@ -215,8 +279,9 @@ def resolve_checkpoint(root: Path, choice: str | None, lab: str) -> Path:
     symbolic links that lead out), any other kind of file, or a checkpoint that its run folder says belongs to
     another lab is refused with a message: a checkpoint is only ever read from the runs folder the app was given."""
     if not choice:
-        raise AppError(train_hint(lab, root) if not checkpoint_choices(root, lab) else
-                       "Pick a checkpoint in the list first.")
+        raise AppError(
+            train_hint(lab, root) if not checkpoint_choices(root, lab) else "Pick a checkpoint in the list first."
+        )
     root_resolved = Path(root).resolve()
     path = (root_resolved / str(choice)).resolve()
     if not path.is_relative_to(root_resolved):
@@ -242,8 +307,10 @@ def run_lab(run_dir: Path, root: Path) -> str:
 
 def wrong_lab(choice: str, found: str, lab: str) -> str:
     command = TRAIN_HINTS[lab][0][0]
-    return (f"`{choice}` is {found} checkpoint; the {TAB_NAMES[lab]} tab needs one written by "
-            f"`{command.split(' -c ')[0]}` (e.g. `{command}`)")
+    return (
+        f"`{choice}` is {found} checkpoint; the {TAB_NAMES[lab]} tab needs one written by "
+        f"`{command.split(' -c ')[0]}` (e.g. `{command}`)"
+    )
 
 
 # --- images from the page -------------------------------------------------------------------------------------------
@@ -260,16 +327,19 @@ def read_photo(source: str | Path | IO[bytes] | None, what: str = "photo") -> Im
     except FileNotFoundError:
         raise AppError(f"{name}: the upload is gone; upload it again") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise AppError(f"{name} is too large to open safely ({err}); the app takes images up to "
-                       f"{MAX_PIXELS / 1e6:.0f} megapixels") from None
+        raise AppError(
+            f"{name} is too large to open safely ({err}); the app takes images up to {MAX_PIXELS / 1e6:.0f} megapixels"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise AppError(f"{name} is not an image file the app can read (PNG, JPEG, WebP, BMP, GIF, TIFF)") from None
     with image:
         width, height = image.size
         if width * height > MAX_PIXELS:
-            raise AppError(f"{name} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); the app takes "
-                           f"images up to {MAX_PIXELS / 1e6:.0f} megapixels (larger ones are refused before decoding, "
-                           f"as decompression bombs would be): scale it down first")
+            raise AppError(
+                f"{name} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); the app takes "
+                f"images up to {MAX_PIXELS / 1e6:.0f} megapixels (larger ones are refused before decoding, "
+                f"as decompression bombs would be): scale it down first"
+            )
         try:
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -292,6 +362,7 @@ def shows_errors(outputs: int) -> Callable:
     """Wrap a tab's handler whose last output is its message: a user's mistake (I2DLError) becomes that message,
     with the other outputs cleared; an unexpected error is logged with its traceback and reported the same way.
     Either way the server goes on serving."""
+
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def inner(*args, **kwargs):
@@ -302,10 +373,13 @@ def shows_errors(outputs: int) -> Callable:
             except Exception as err:  # a bug: keep the traceback in the log, keep the server up
                 log.exception("%s failed", fn.__name__)
                 first_line = str(err).splitlines()[0] if str(err) else ""
-                text = warn(f"Something went wrong ({type(err).__name__}: {first_line}); the details are in the "
-                            f"server's log.")
+                text = warn(
+                    f"Something went wrong ({type(err).__name__}: {first_line}); the details are in the server's log."
+                )
             return (*([None] * (outputs - 1)), text) if outputs > 1 else text
+
         return inner
+
     return wrap
 
 

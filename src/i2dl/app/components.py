@@ -11,9 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from dataclasses import dataclass
-
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import gradio as gr
 from gradio import component_meta
@@ -39,6 +38,7 @@ class SketchError:
 
 
 with _no_stub_files():
+
     class PhotoInput(gr.Image):
         """An image upload / webcam / clipboard input whose value is the uploaded file's path (or bytes for an
         inline data: URL), never decoded by Gradio."""
@@ -77,6 +77,14 @@ with _no_stub_files():
 
 def sketchpad(elem_id: str) -> DigitSketchpad:
     """A 280x280 white canvas with a black brush about as wide, relative to the digit, as MNIST's pen."""
-    return DigitSketchpad(label="draw a digit", canvas_size=(280, 280), fixed_canvas=True, layers=False,
-                          brush=gr.Brush(default_size=14, colors=["#000000"], color_mode="fixed"), height=380,
-                          elem_id=elem_id, elem_classes="i2dl-sketchpad", buttons=["fullscreen"])
+    return DigitSketchpad(
+        label="draw a digit",
+        canvas_size=(280, 280),
+        fixed_canvas=True,
+        layers=False,
+        brush=gr.Brush(default_size=14, colors=["#000000"], color_mode="fixed"),
+        height=380,
+        elem_id=elem_id,
+        elem_classes="i2dl-sketchpad",
+        buttons=["fullscreen"],
+    )

@@ -10,8 +10,18 @@ import torch
 import yaml
 from PIL import Image
 
-from i2dl.app.common import (AppContext, AppError, RunSummary, TabParts, checkpoint_choices, read_photo,
-                             resolve_checkpoint, shows_errors, train_hint)
+from i2dl.app.common import (
+    AppContext,
+    AppError,
+    RunSummary,
+    TabParts,
+    checkpoint_choices,
+    read_photo,
+    resolve_checkpoint,
+    shows_errors,
+    train_hint,
+)
+
 # the digits lab, used only here
 from i2dl.data.idx import DATASETS
 from i2dl.digits.module import DigitClassifier
@@ -33,6 +43,7 @@ def run_dataset(run_dir: Path) -> str:
 def choices(ctx: AppContext) -> list[tuple[str, str]]:
     def extra(run: RunSummary) -> str:
         return " (Fashion-MNIST)" if run_dataset(run.run_dir) == "fashion-mnist" else ""
+
     return checkpoint_choices(ctx.runs, LAB, extra=extra)
 
 
@@ -40,8 +51,11 @@ def load_classifier(ctx: AppContext, choice: str | None) -> tuple[DigitClassifie
     path = resolve_checkpoint(ctx.runs, choice, LAB)
     module = ctx.models.get(LAB, path, lambda p: load_module(DigitClassifier, p))
     dataset = DATASETS.get(run_dataset(path.parent.parent), DATASETS["mnist"])
-    names = dataset.classes if len(dataset.classes) == module.hparams.num_classes else \
-        tuple(str(i) for i in range(module.hparams.num_classes))
+    names = (
+        dataset.classes
+        if len(dataset.classes) == module.hparams.num_classes
+        else tuple(str(i) for i in range(module.hparams.num_classes))
+    )
     return module, names
 
 
@@ -54,8 +68,7 @@ def classify(ctx: AppContext, gray: np.ndarray, choice: str | None) -> tuple[dic
         probs = module(x.unsqueeze(0)).float().softmax(-1)[0]
     best = int(probs.argmax())
     seen = (x[0].numpy() * 255).round().astype(np.uint8)
-    return ({name: float(p) for name, p in zip(names, probs.tolist())}, seen,
-            f"**{names[best]}** ({probs[best]:.0%})")
+    return ({name: float(p) for name, p in zip(names, probs.tolist())}, seen, f"**{names[best]}** ({probs[best]:.0%})")
 
 
 def _gray(image: Image.Image) -> np.ndarray:
@@ -99,8 +112,13 @@ def build(ctx: AppContext):
     from i2dl.app.components import PhotoInput, sketchpad
 
     found = choices(ctx)
-    checkpoint = gr.Dropdown(found, value=found[0][1] if found else None, label="checkpoint (newest first)",
-                             allow_custom_value=True, elem_id="digits-checkpoint")
+    checkpoint = gr.Dropdown(
+        found,
+        value=found[0][1] if found else None,
+        label="checkpoint (newest first)",
+        allow_custom_value=True,
+        elem_id="digits-checkpoint",
+    )
     hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
@@ -108,21 +126,51 @@ def build(ctx: AppContext):
                 with gr.Tab("Draw"):
                     sketch = sketchpad("digits-sketchpad")
                 with gr.Tab("Upload"):
-                    photo = PhotoInput(label="photo or scan of a digit", sources=["upload", "webcam", "clipboard"],
-                                       elem_id="digits-photo", height=320)
+                    photo = PhotoInput(
+                        label="photo or scan of a digit",
+                        sources=["upload", "webcam", "clipboard"],
+                        elem_id="digits-photo",
+                        height=320,
+                    )
         with gr.Column(scale=3, min_width=220):
             message = gr.Markdown(elem_id="digits-message", elem_classes="i2dl-message")
             probabilities = gr.Label(num_top_classes=10, label="probabilities", elem_id="digits-probabilities")
         with gr.Column(scale=3, min_width=200):
-            seen = gr.Image(label="what the network saw (28x28)", image_mode="L", interactive=False, height=250,
-                            elem_id="digits-seen", elem_classes="i2dl-pixels", buttons=["download"])
-            gr.Markdown("MNIST's recipe, as for every image here: white ink on black, the ink's box scaled to "
-                        "20x20 and centred by its mass in 28x28.", elem_classes="i2dl-note")
+            seen = gr.Image(
+                label="what the network saw (28x28)",
+                image_mode="L",
+                interactive=False,
+                height=250,
+                elem_id="digits-seen",
+                elem_classes="i2dl-pixels",
+                buttons=["download"],
+            )
+            gr.Markdown(
+                "MNIST's recipe, as for every image here: white ink on black, the ink's box scaled to "
+                "20x20 and centred by its mass in 28x28.",
+                elem_classes="i2dl-note",
+            )
     outputs = [probabilities, seen, message]
-    sketch.change(shows_errors(3)(lambda s, c: from_sketch(ctx, s, c)), [sketch, checkpoint], outputs,
-                  api_name="digits_sketch", trigger_mode="always_last", show_progress="hidden")
-    photo.change(shows_errors(3)(lambda p, c: from_upload(ctx, p, c)), [photo, checkpoint], outputs,
-                 api_name="digits", trigger_mode="always_last")
-    checkpoint.change(shows_errors(3)(lambda s, c: from_sketch(ctx, s, c)), [sketch, checkpoint], outputs,
-                      api_visibility="private", show_progress="hidden")
+    sketch.change(
+        shows_errors(3)(lambda s, c: from_sketch(ctx, s, c)),
+        [sketch, checkpoint],
+        outputs,
+        api_name="digits_sketch",
+        trigger_mode="always_last",
+        show_progress="hidden",
+    )
+    photo.change(
+        shows_errors(3)(lambda p, c: from_upload(ctx, p, c)),
+        [photo, checkpoint],
+        outputs,
+        api_name="digits",
+        trigger_mode="always_last",
+    )
+    checkpoint.change(
+        shows_errors(3)(lambda s, c: from_sketch(ctx, s, c)),
+        [sketch, checkpoint],
+        outputs,
+        api_visibility="private",
+        show_progress="hidden",
+    )
     return TabParts(checkpoint, hint, choices)

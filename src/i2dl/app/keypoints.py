@@ -10,8 +10,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from i2dl.app.common import (AppContext, AppError, TabParts, checkpoint_choices, read_photo, resolve_checkpoint,
-                             shows_errors, train_hint)
+from i2dl.app.common import (
+    AppContext,
+    AppError,
+    TabParts,
+    checkpoint_choices,
+    read_photo,
+    resolve_checkpoint,
+    shows_errors,
+    train_hint,
+)
+
 # the keypoints lab, used only here
 from i2dl.keypoints.faces import MIN_FACE, detect_faces, faces_json, keypoints_of_faces
 from i2dl.keypoints.module import FacialKeypointsRegressor
@@ -29,8 +38,11 @@ def draw_faces(image: Image.Image, boxes, keypoints) -> Image.Image:
     """The photo (scaled to at most DISPLAY_MAX_SIDE) with each face's box in green and its keypoints as red dots
     sized to the face."""
     scale = min(1.0, DISPLAY_MAX_SIDE / max(image.size))
-    out = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR) \
-        if scale < 1 else image.copy()
+    out = (
+        image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        if scale < 1
+        else image.copy()
+    )
     draw = ImageDraw.Draw(out)
     for box, points in zip(boxes, keypoints):
         x, y, w, h = (v * scale for v in (box.x, box.y, box.width, box.height))
@@ -50,16 +62,22 @@ def find_keypoints(ctx: AppContext, photo, choice: str | None) -> tuple[np.ndarr
     name = Path(photo).name if isinstance(photo, (str, Path)) else "photo"
     boxes = detect_faces(image)
     if not boxes:
-        raise AppError(f"No face found in {name} ({image.width}x{image.height}). The detector finds frontal, "
-                       f"upright faces of at least {MIN_FACE} pixels; try a photo where the faces look at the camera.")
+        raise AppError(
+            f"No face found in {name} ({image.width}x{image.height}). The detector finds frontal, "
+            f"upright faces of at least {MIN_FACE} pixels; try a photo where the faces look at the camera."
+        )
     module = ctx.models.get(LAB, path, lambda p: load_module(FacialKeypointsRegressor, p))
     keypoints = keypoints_of_faces(module.predict_normalised, image, boxes)  # with its test-time flip, if any
     data = faces_json(name, image.width, image.height, boxes, keypoints)
     out = ctx.output_path(f"{Path(name).stem}_keypoints.json")
     out.write_text(json.dumps(data, indent=2) + "\n")
     faces = f"{len(boxes)} face{'s' if len(boxes) != 1 else ''}"
-    return (np.asarray(draw_faces(image, boxes, keypoints)), str(out), data,
-            f"**{faces}**, 15 keypoints each (in the photo's pixels in the JSON file).")
+    return (
+        np.asarray(draw_faces(image, boxes, keypoints)),
+        str(out),
+        data,
+        f"**{faces}**, 15 keypoints each (in the photo's pixels in the JSON file).",
+    )
 
 
 def build(ctx: AppContext):
@@ -68,22 +86,42 @@ def build(ctx: AppContext):
     from i2dl.app.components import PhotoInput
 
     found = choices(ctx)
-    checkpoint = gr.Dropdown(found, value=found[0][1] if found else None, label="checkpoint (newest first)",
-                             allow_custom_value=True, elem_id="keypoints-checkpoint")
+    checkpoint = gr.Dropdown(
+        found,
+        value=found[0][1] if found else None,
+        label="checkpoint (newest first)",
+        allow_custom_value=True,
+        elem_id="keypoints-checkpoint",
+    )
     hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
     with gr.Row(equal_height=False):
         with gr.Column():
-            photo = PhotoInput(label="a photo with one or more faces", sources=["upload", "webcam", "clipboard"],
-                               elem_id="keypoints-photo", height=420)
+            photo = PhotoInput(
+                label="a photo with one or more faces",
+                sources=["upload", "webcam", "clipboard"],
+                elem_id="keypoints-photo",
+                height=420,
+            )
         with gr.Column():
             message = gr.Markdown(elem_id="keypoints-message", elem_classes="i2dl-message")
-            overlay = gr.Image(label="faces and keypoints", interactive=False, elem_id="keypoints-overlay",
-                               height=420, format="jpeg", buttons=["download", "fullscreen"])
+            overlay = gr.Image(
+                label="faces and keypoints",
+                interactive=False,
+                elem_id="keypoints-overlay",
+                height=420,
+                format="jpeg",
+                buttons=["download", "fullscreen"],
+            )
             download = gr.File(label="keypoints (JSON)", elem_id="keypoints-json", interactive=False)
             with gr.Accordion("keypoints as JSON", open=False):
                 numbers = gr.JSON(elem_id="keypoints-numbers")
     handler = shows_errors(4)(lambda p, c: find_keypoints(ctx, p, c))
-    photo.change(handler, [photo, checkpoint], [overlay, download, numbers, message], api_name="keypoints",
-                 trigger_mode="always_last")
+    photo.change(
+        handler,
+        [photo, checkpoint],
+        [overlay, download, numbers, message],
+        api_name="keypoints",
+        trigger_mode="always_last",
+    )
     checkpoint.change(handler, [photo, checkpoint], [overlay, download, numbers, message], api_visibility="private")
     return TabParts(checkpoint, hint, choices)

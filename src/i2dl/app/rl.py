@@ -8,8 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from i2dl.app.common import (AppContext, AppError, RunSummary, TabParts, checkpoint_choices, resolve_checkpoint,
-                             shows_errors, train_hint)
+from i2dl.app.common import (
+    AppContext,
+    AppError,
+    RunSummary,
+    TabParts,
+    checkpoint_choices,
+    resolve_checkpoint,
+    shows_errors,
+    train_hint,
+)
 
 LAB = "rl"
 MAX_FRAMES = 5000  # longer episodes are played to the end but the video stops here
@@ -65,9 +73,15 @@ class VideoFrames(list):
             k = -(-MIN_HEIGHT // frame.shape[0])
             frame = frame.repeat(k, axis=0).repeat(k, axis=1)
         if self.writer is None:
-            self.writer = imageio.get_writer(self.path, fps=self.fps, codec="libx264", macro_block_size=2,
-                                             pixelformat="yuv420p", ffmpeg_params=["-preset", "veryfast"],
-                                             ffmpeg_log_level="error")
+            self.writer = imageio.get_writer(
+                self.path,
+                fps=self.fps,
+                codec="libx264",
+                macro_block_size=2,
+                pixelformat="yuv420p",
+                ffmpeg_params=["-preset", "veryfast"],
+                ffmpeg_log_level="error",
+            )
         self.writer.append_data(frame)
         self.count += 1
 
@@ -135,17 +149,31 @@ def play_episode(ctx: AppContext, choice: str | None, seed) -> tuple[str, str, d
     else:
         score = f"return {total:.0f} ({steps} steps)"
     clipped = f"; the video shows the first {MAX_FRAMES} frames" if frames.count >= MAX_FRAMES else ""
-    return (str(video), score, {"return": total, "steps": steps, "points": {"agent": points[0], "opponent": points[1]},
-                                "env_id": env_id, "seed": seed},
-            f"**{env_id}**, seed {seed}: {score}{clipped}")
+    return (
+        str(video),
+        score,
+        {
+            "return": total,
+            "steps": steps,
+            "points": {"agent": points[0], "opponent": points[1]},
+            "env_id": env_id,
+            "seed": seed,
+        },
+        f"**{env_id}**, seed {seed}: {score}{clipped}",
+    )
 
 
 def build(ctx: AppContext):
     import gradio as gr
 
     found = choices(ctx)
-    checkpoint = gr.Dropdown(found, value=found[0][1] if found else None, label="agent (newest first)",
-                             allow_custom_value=True, elem_id="rl-checkpoint")
+    checkpoint = gr.Dropdown(
+        found,
+        value=found[0][1] if found else None,
+        label="agent (newest first)",
+        allow_custom_value=True,
+        elem_id="rl-checkpoint",
+    )
     hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
@@ -157,6 +185,10 @@ def build(ctx: AppContext):
             video = gr.Video(label="the episode", interactive=False, autoplay=True, elem_id="rl-video", height=420)
             with gr.Accordion("episode as JSON", open=False):
                 numbers = gr.JSON(elem_id="rl-numbers")
-    button.click(shows_errors(4)(lambda c, s: play_episode(ctx, c, s)), [checkpoint, seed],
-                 [video, score, numbers, message], api_name="rl")
+    button.click(
+        shows_errors(4)(lambda c, s: play_episode(ctx, c, s)),
+        [checkpoint, seed],
+        [video, score, numbers, message],
+        api_name="rl",
+    )
     return TabParts(checkpoint, hint, choices)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from i2dl.app.common import AppContext, AppError, LABS, find_runs, shows_errors
+from i2dl.app.common import LABS, AppContext, AppError, find_runs, shows_errors
 
 COLUMNS = ["updated (UTC)", "lab", "config", "status", "headline", "value", "minutes", "steps", "run folder"]
 WIDTHS = ["135px", "100px", "130px", "90px", "180px", "75px", "80px", "75px", "200px"]
@@ -19,9 +19,19 @@ def table(ctx: AppContext, lab: str | None = None) -> pd.DataFrame:
     for run in find_runs(ctx.runs):
         if lab and lab != "all" and run.lab != lab:
             continue
-        rows.append([run.updated[:16].replace("T", " "), run.lab, run.config, run.status, run.metric or "",
-                     None if run.value is None else round(run.value, 4),
-                     None if run.wall_time is None else round(run.wall_time / 60, 2), run.steps, run.rel])
+        rows.append(
+            [
+                run.updated[:16].replace("T", " "),
+                run.lab,
+                run.config,
+                run.status,
+                run.metric or "",
+                None if run.value is None else round(run.value, 4),
+                None if run.wall_time is None else round(run.wall_time / 60, 2),
+                run.steps,
+                run.rel,
+            ]
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -47,8 +57,11 @@ def details(ctx: AppContext, rel: str | None) -> tuple[list[tuple[str, str]], di
             figures.append(path)
     value = "" if run.value is None else f" {run.value:.4g}"
     headline = f"{run.metric}{value}" if run.metric else "no headline metric"
-    return ([(ctx.publish(path), path.name) for path in figures[:MAX_FIGURES]], run.results,
-            f"**{run.rel}**: {run.lab}, {run.config}, {run.status}, {headline}, {len(figures)} figure(s)")
+    return (
+        [(ctx.publish(path), path.name) for path in figures[:MAX_FIGURES]],
+        run.results,
+        f"**{run.rel}**: {run.lab}, {run.config}, {run.status}, {headline}, {len(figures)} figure(s)",
+    )
 
 
 def build(ctx: AppContext):
@@ -57,11 +70,17 @@ def build(ctx: AppContext):
     with gr.Row():
         lab = gr.Dropdown(["all", *LABS], value="all", label="lab", elem_id="runs-lab", scale=1)
         refresh = gr.Button("Refresh", elem_id="runs-refresh", scale=0)
-    listing = gr.Dataframe(table(ctx), label="run folders (click a column to sort, a row to open it)",
-                           interactive=False, elem_id="runs-table", show_search="search", wrap=True,
-                           column_widths=WIDTHS,
-                           max_height=420, datatype=["str", "str", "str", "str", "str", "number", "number",
-                                                     "number", "str"])
+    listing = gr.Dataframe(
+        table(ctx),
+        label="run folders (click a column to sort, a row to open it)",
+        interactive=False,
+        elem_id="runs-table",
+        show_search="search",
+        wrap=True,
+        column_widths=WIDTHS,
+        max_height=420,
+        datatype=["str", "str", "str", "str", "str", "number", "number", "number", "str"],
+    )
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             found = run_choices(ctx)
@@ -70,8 +89,14 @@ def build(ctx: AppContext):
             with gr.Accordion("results.json", open=False):
                 results = gr.JSON(elem_id="runs-results")
         with gr.Column(scale=2):
-            figures = gr.Gallery(label="figures", columns=2, height=520, elem_id="runs-figures",
-                                 object_fit="contain", buttons=["download", "fullscreen"])
+            figures = gr.Gallery(
+                label="figures",
+                columns=2,
+                height=520,
+                elem_id="runs-figures",
+                object_fit="contain",
+                buttons=["download", "fullscreen"],
+            )
 
     def reload(selected_lab):
         return table(ctx, selected_lab), gr.Dropdown(choices=run_choices(ctx))
@@ -79,6 +104,7 @@ def build(ctx: AppContext):
     def pick(frame, evt):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return frame.iloc[int(row)]["run folder"]
+
     pick.__annotations__["evt"] = gr.SelectData  # Gradio finds the event by its type (no string annotation)
 
     show = shows_errors(3)(lambda r: details(ctx, r))
@@ -89,4 +115,5 @@ def build(ctx: AppContext):
 
     def on_page_load(page) -> None:
         page.load(reload, lab, [listing, run], api_visibility="private", show_progress="hidden")
+
     return on_page_load

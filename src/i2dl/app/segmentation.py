@@ -12,9 +12,18 @@ import torch
 import yaml
 from PIL import Image
 
-from i2dl.app.common import (AppContext, RunSummary, TabParts, checkpoint_choices, read_photo,
-                             resolve_checkpoint, shows_errors, train_hint)
+from i2dl.app.common import (
+    AppContext,
+    RunSummary,
+    TabParts,
+    checkpoint_choices,
+    read_photo,
+    resolve_checkpoint,
+    shows_errors,
+    train_hint,
+)
 from i2dl.hardware import resolve_precision
+
 # the segmentation lab, used only here
 from i2dl.segmentation.module import SegmentationModule
 from i2dl.segmentation.viz import colourise, overlay
@@ -43,6 +52,7 @@ def choices(ctx: AppContext) -> list[tuple[str, str]]:
     def extra(run: RunSummary) -> str:
         name = DATASET_NAMES.get(run_dataset(run.run_dir) or "")
         return f" ({name})" if name else ""
+
     return checkpoint_choices(ctx.runs, LAB, extra=extra)
 
 
@@ -50,8 +60,7 @@ def predict_mask(module: SegmentationModule, image: Image.Image) -> tuple[np.nda
     """(the photo as the network saw it, RGB uint8 (H, W, 3) at most MAX_SIDE; class ids (H, W))."""
     scale = min(1.0, MAX_SIDE / max(image.size))
     if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.BILINEAR)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
     rgb = np.asarray(image.convert("RGB"))
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):
@@ -80,11 +89,13 @@ def legend_html(shares: dict[str, float], names, palette, dataset: str) -> str:
     for name, share in shares.items():
         r, g, b = palette[list(names).index(name)]
         colour = f"rgb({r},{g},{b})"
-        rows.append(f'<div class="seg-row" data-class="{html.escape(name)}" style="display:flex;align-items:center;'
-                    f'gap:8px;margin:2px 0"><span style="display:inline-block;width:14px;height:14px;'
-                    f'background:{colour};border:1px solid #888"></span><span style="width:90px">{html.escape(name)}'
-                    f'</span><span style="display:inline-block;height:10px;width:{max(1.0, share * 160):.0f}px;'
-                    f'background:{colour}"></span><span>{share:.1%}</span></div>')
+        rows.append(
+            f'<div class="seg-row" data-class="{html.escape(name)}" style="display:flex;align-items:center;'
+            f'gap:8px;margin:2px 0"><span style="display:inline-block;width:14px;height:14px;'
+            f'background:{colour};border:1px solid #888"></span><span style="width:90px">{html.escape(name)}'
+            f'</span><span style="display:inline-block;height:10px;width:{max(1.0, share * 160):.0f}px;'
+            f'background:{colour}"></span><span>{share:.1%}</span></div>'
+        )
     title = f"<div style='margin-bottom:4px'><b>{html.escape(dataset)}</b> classes in this photo</div>"
     return f"<div id='segmentation-legend-rows'>{title}{''.join(rows)}</div>"
 
@@ -102,8 +113,13 @@ def segment(ctx: AppContext, photo, choice: str | None, opacity: float):
     shares = class_shares(pred, names)
     dataset = DATASET_NAMES.get(module.info.name, module.info.name)
     top = ", ".join(f"{name} {share:.0%}" for name, share in list(shares.items())[:3])
-    return (overlay(rgb, colour, float(opacity)), legend_html(shares, names, palette, dataset), shares,
-            (rgb, colour), f"**{dataset}** model, {rgb.shape[1]}x{rgb.shape[0]}: {top}")
+    return (
+        overlay(rgb, colour, float(opacity)),
+        legend_html(shares, names, palette, dataset),
+        shares,
+        (rgb, colour),
+        f"**{dataset}** model, {rgb.shape[1]}x{rgb.shape[0]}: {top}",
+    )
 
 
 def reblend(state, opacity: float):
@@ -120,19 +136,31 @@ def build(ctx: AppContext):
     from i2dl.app.components import PhotoInput
 
     found = choices(ctx)
-    checkpoint = gr.Dropdown(found, value=found[0][1] if found else None, label="model (newest first)",
-                             allow_custom_value=True, elem_id="segmentation-checkpoint")
+    checkpoint = gr.Dropdown(
+        found,
+        value=found[0][1] if found else None,
+        label="model (newest first)",
+        allow_custom_value=True,
+        elem_id="segmentation-checkpoint",
+    )
     hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
     state = gr.State()
     with gr.Row(equal_height=False):
         with gr.Column():
-            photo = PhotoInput(label="a photo", sources=["upload", "webcam", "clipboard"],
-                               elem_id="segmentation-photo", height=400)
+            photo = PhotoInput(
+                label="a photo", sources=["upload", "webcam", "clipboard"], elem_id="segmentation-photo", height=400
+            )
             opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity", elem_id="segmentation-opacity")
         with gr.Column():
             message = gr.Markdown(elem_id="segmentation-message", elem_classes="i2dl-message")
-            result = gr.Image(label="classes over the photo", interactive=False, height=400, format="jpeg",
-                              elem_id="segmentation-overlay", buttons=["download", "fullscreen"])
+            result = gr.Image(
+                label="classes over the photo",
+                interactive=False,
+                height=400,
+                format="jpeg",
+                elem_id="segmentation-overlay",
+                buttons=["download", "fullscreen"],
+            )
             legend = gr.HTML(elem_id="segmentation-legend")
             with gr.Accordion("shares as JSON", open=False):
                 shares = gr.JSON(elem_id="segmentation-shares")
@@ -140,6 +168,7 @@ def build(ctx: AppContext):
     outputs = [result, legend, shares, state, message]
     photo.change(handler, [photo, checkpoint, opacity], outputs, api_name="segmentation", trigger_mode="always_last")
     checkpoint.change(handler, [photo, checkpoint, opacity], outputs, api_visibility="private")
-    opacity.change(reblend, [state, opacity], result, api_visibility="private", show_progress="hidden",
-                   trigger_mode="always_last")
+    opacity.change(
+        reblend, [state, opacity], result, api_visibility="private", show_progress="hidden", trigger_mode="always_last"
+    )
     return TabParts(checkpoint, hint, choices)

@@ -83,7 +83,7 @@ class RefuseRemoteFiles:
             return await self.app(scope, receive, send)
         path = unquote(scope.get("path", ""))
         marker = path.find("/file=")
-        target = path[marker + 6:] if marker >= 0 else ""
+        target = path[marker + 6 :] if marker >= 0 else ""
         if marker >= 0 and ("://" in target or target.startswith("//")):
             return await self.refuse(send, b"this app serves its own files only")
         headers = dict(scope.get("headers") or [])
@@ -103,6 +103,7 @@ class RefuseRemoteFiles:
 
             async def replay():
                 return next(pending, None) or await receive()
+
             return await self.app(scope, replay, send)
         return await self.app(scope, receive, send)
 
@@ -127,11 +128,18 @@ def build_app(ctx: AppContext):
 
     tabs: list[TabParts] = []
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(1800, 3600)) as page:
-        gr.Markdown(f"## i2dl · the labs in the browser\nCheckpoints come from `{ctx.runs}` (newest first).",
-                    elem_id="i2dl-header")
+        gr.Markdown(
+            f"## i2dl · the labs in the browser\nCheckpoints come from `{ctx.runs}` (newest first).",
+            elem_id="i2dl-header",
+        )
         with gr.Tabs(elem_id="i2dl-tabs"):
-            for name, module in (("Digits", digits), ("Autoencoder", autoencoder), ("Keypoints", keypoints),
-                                 ("Segmentation", segmentation), ("RL", rl)):
+            for name, module in (
+                ("Digits", digits),
+                ("Autoencoder", autoencoder),
+                ("Keypoints", keypoints),
+                ("Segmentation", segmentation),
+                ("RL", rl),
+            ):
                 with gr.Tab(name, id=module.LAB, elem_id=f"tab-{module.LAB}"):
                     tabs.append(module.build(ctx))
             with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
@@ -140,11 +148,17 @@ def build_app(ctx: AppContext):
         def on_load():
             """Checkpoints trained since the server started appear on a reload of the page."""
             found = [tab.choices(ctx) for tab in tabs]
-            return ([gr.Dropdown(choices=f, value=f[0][1] if f else None) for f in found]
-                    + [gr.Markdown(visible=not f) for f in found])
+            return [gr.Dropdown(choices=f, value=f[0][1] if f else None) for f in found] + [
+                gr.Markdown(visible=not f) for f in found
+            ]
 
-        loaded = page.load(on_load, None, [tab.checkpoint for tab in tabs] + [tab.hint for tab in tabs],
-                           api_visibility="private", show_progress="hidden")
+        loaded = page.load(
+            on_load,
+            None,
+            [tab.checkpoint for tab in tabs] + [tab.hint for tab in tabs],
+            api_visibility="private",
+            show_progress="hidden",
+        )
         for tab in tabs:
             for fn, inputs, outputs in tab.on_load:
                 loaded.then(fn, inputs, outputs, api_visibility="private", show_progress="hidden")
@@ -152,8 +166,14 @@ def build_app(ctx: AppContext):
     return page
 
 
-def launch(runs: Path, host: str = "127.0.0.1", port: int | None = None, data_dir: Path | None = None,
-           block: bool = True, quiet: bool = False) -> tuple[object, str, Path]:
+def launch(
+    runs: Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    data_dir: Path | None = None,
+    block: bool = True,
+    quiet: bool = False,
+) -> tuple[object, str, Path]:
     """Build and serve the app; returns (the gr.Blocks, its local URL, its private folder of uploads and outputs).
     `block=False` returns at once."""
     work_dir = Path(tempfile.mkdtemp(prefix="i2dl-app-"))
@@ -166,15 +186,27 @@ def launch(runs: Path, host: str = "127.0.0.1", port: int | None = None, data_di
     page = build_app(ctx)
     page.queue(default_concurrency_limit=2)
     try:
-        _, url, _ = page.launch(server_name=host, server_port=port, share=False, inbrowser=False,
-                                prevent_thread_lock=True, show_error=True, allowed_paths=[],
-                                max_file_size=MAX_UPLOAD, ssr_mode=False, quiet=quiet, enable_monitoring=False,
-                                app_kwargs={"middleware": [Middleware(RefuseRemoteFiles)]}, footer_links=["api"],
-                                theme=theme(), css=CSS, js=JS)
+        _, url, _ = page.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            prevent_thread_lock=True,
+            show_error=True,
+            allowed_paths=[],
+            max_file_size=MAX_UPLOAD,
+            ssr_mode=False,
+            quiet=quiet,
+            enable_monitoring=False,
+            app_kwargs={"middleware": [Middleware(RefuseRemoteFiles)]},
+            footer_links=["api"],
+            theme=theme(),
+            css=CSS,
+            js=JS,
+        )
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     if block:
         page.block_thread()
     return page, url, work_dir
-

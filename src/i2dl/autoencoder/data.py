@@ -75,19 +75,20 @@ def split_key(dataset: str, num_labels, val_size: int, seed: int) -> dict:
     return {"dataset": dataset, "num_labels": num_labels, "val_size": val_size, "seed": seed}
 
 
-def save_pseudo_labels(path, key: dict, indices: torch.Tensor, labels: torch.Tensor,
-                       confidence: torch.Tensor) -> None:
+def save_pseudo_labels(path, key: dict, indices: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor) -> None:
     """Write pseudo-labels (indices into the training images, predicted class, confidence) for split `key`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"split": key, "indices": indices.long(), "labels": labels.long(), "confidence": confidence.float()},
-               tmp)
+    torch.save(
+        {"split": key, "indices": indices.long(), "labels": labels.long(), "confidence": confidence.float()}, tmp
+    )
     tmp.replace(path)
 
 
-def load_pseudo_labels(path, key: dict, unlabeled: torch.Tensor, num_images: int,
-                       num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_pseudo_labels(
+    path, key: dict, unlabeled: torch.Tensor, num_images: int, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`(indices, labels)` from a `save_pseudo_labels` file, checked against this split: one-line errors."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -128,8 +129,9 @@ def balanced_quotas(available: list[int], total: int, generator: torch.Generator
     return quotas
 
 
-def balanced_subset(labels: torch.Tensor, pool: torch.Tensor, total: int, num_classes: int,
-                    generator: torch.Generator) -> torch.Tensor:
+def balanced_subset(
+    labels: torch.Tensor, pool: torch.Tensor, total: int, num_classes: int, generator: torch.Generator
+) -> torch.Tensor:
     """`total` indices from `pool` (already in a seeded random order), balanced over the classes."""
     pool_labels = labels[pool].numpy()
     pool_np = pool.numpy()
@@ -139,21 +141,27 @@ def balanced_subset(labels: torch.Tensor, pool: torch.Tensor, total: int, num_cl
     return chosen[torch.randperm(len(chosen), generator=generator)]
 
 
-def split_indices(labels: torch.Tensor, num_labels: int, val_size: int, seed: int,
-                  num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_indices(
+    labels: torch.Tensor, num_labels: int, val_size: int, seed: int, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`(labeled, validation, unlabeled)` indices into the training images; impossible sizes are I2DLErrors."""
     n = len(labels)
     if num_labels < 0 or val_size < 0:
         raise I2DLError(f"num_labels={num_labels}, val_size={val_size}: sizes must not be negative")
     if val_size < num_classes:
-        raise I2DLError(f"val_size={val_size}: the labeled validation set needs at least one image per class "
-                        f"({num_classes})")
+        raise I2DLError(
+            f"val_size={val_size}: the labeled validation set needs at least one image per class ({num_classes})"
+        )
     if num_labels < num_classes:
-        raise I2DLError(f"num_labels={num_labels}: need at least one labeled image per class ({num_classes}); "
-                        f"use {num_classes} or more")
+        raise I2DLError(
+            f"num_labels={num_labels}: need at least one labeled image per class ({num_classes}); "
+            f"use {num_classes} or more"
+        )
     if num_labels + val_size > n:
-        raise I2DLError(f"num_labels={num_labels}: only {n - val_size} training images are left after the "
-                        f"validation set of {val_size} (of {n}); use num_labels <= {n - val_size}")
+        raise I2DLError(
+            f"num_labels={num_labels}: only {n - val_size} training images are left after the "
+            f"validation set of {val_size} (of {n}); use num_labels <= {n - val_size}"
+        )
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     val = balanced_subset(labels, order, val_size, num_classes, generator)
@@ -172,41 +180,56 @@ def _not_in(index: torch.Tensor, taken: torch.Tensor, n: int) -> torch.Tensor:
 
 class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
     """Args:
-        dataset: "mnist" or "fashion-mnist".
-        data_dir: folder holding `<dataset>/` (default `$I2DL_DATA`, else `~/.cache/i2dl`).
-        stage: "pretrain" (train on the unlabeled images) or "finetune" (train on the `num_labels` labeled ones).
-        num_labels: size of the labeled training set (class-balanced, seeded); "all" = every non-validation image.
-        val_size: size of the labeled validation set (class-balanced, seeded).
-        seed: seed of the splits, the shuffling and the augmentation.
-        batch_size: training batch size (capped at the training set's size).
-        samples_per_epoch: a small labeled set is repeated (each copy augmented differently) until an epoch
-            holds at least this many images, so that tiny sets do not pay a validation pass per optimiser step.
-        augment: random rotation/scale/shift (`RandomAffine`) on training batches.
-        pretrain_target: what the autoencoder reconstructs: "input" (the image it is given, augmented or not) or
-            "clean" (the unaugmented image from the augmented one: a denoising autoencoder; needs `augment`).
-        pseudo_labels: the optional further stage: a file of pseudo-labels for this split's unlabeled images
-            (`save_pseudo_labels`, written by `i2dl autoencoder run --pseudo_labels`), added to the labeled
-            training set in the fine-tuning stage.
-        labeled_share: with pseudo-labels, the labeled images are repeated until they are about this share of the
-            training set (so each batch still holds the real labels).
-        unlabeled_ratio: FixMatch: every labeled training batch also carries `unlabeled_ratio` times as many
-            unlabeled images (0: labels only).
-        pretrain_on: "unlabeled" (the images left after the labeled and validation sets) or "train" (every one of
-            the training images, labels unused): the same pretraining images for every N and seed, so one
-            pretrained encoder serves a whole sweep.
-        unlabeled_limit: use only this many unlabeled images (tests, quick looks); None = all.
-        download: fetch missing files from the public mirrors.
+    dataset: "mnist" or "fashion-mnist".
+    data_dir: folder holding `<dataset>/` (default `$I2DL_DATA`, else `~/.cache/i2dl`).
+    stage: "pretrain" (train on the unlabeled images) or "finetune" (train on the `num_labels` labeled ones).
+    num_labels: size of the labeled training set (class-balanced, seeded); "all" = every non-validation image.
+    val_size: size of the labeled validation set (class-balanced, seeded).
+    seed: seed of the splits, the shuffling and the augmentation.
+    batch_size: training batch size (capped at the training set's size).
+    samples_per_epoch: a small labeled set is repeated (each copy augmented differently) until an epoch
+        holds at least this many images, so that tiny sets do not pay a validation pass per optimiser step.
+    augment: random rotation/scale/shift (`RandomAffine`) on training batches.
+    pretrain_target: what the autoencoder reconstructs: "input" (the image it is given, augmented or not) or
+        "clean" (the unaugmented image from the augmented one: a denoising autoencoder; needs `augment`).
+    pseudo_labels: the optional further stage: a file of pseudo-labels for this split's unlabeled images
+        (`save_pseudo_labels`, written by `i2dl autoencoder run --pseudo_labels`), added to the labeled
+        training set in the fine-tuning stage.
+    labeled_share: with pseudo-labels, the labeled images are repeated until they are about this share of the
+        training set (so each batch still holds the real labels).
+    unlabeled_ratio: FixMatch: every labeled training batch also carries `unlabeled_ratio` times as many
+        unlabeled images (0: labels only).
+    pretrain_on: "unlabeled" (the images left after the labeled and validation sets) or "train" (every one of
+        the training images, labels unused): the same pretraining images for every N and seed, so one
+        pretrained encoder serves a whole sweep.
+    unlabeled_limit: use only this many unlabeled images (tests, quick looks); None = all.
+    download: fetch missing files from the public mirrors.
     """
 
-    def __init__(self, dataset: Literal["mnist", "fashion-mnist"] = "mnist", data_dir: str | None = None,
-                 stage: Literal["pretrain", "finetune"] = "finetune", num_labels: int | Literal["all"] = 100,
-                 val_size: int = 100, seed: int = 0, batch_size: int = 128, eval_batch_size: int = 1000,
-                 samples_per_epoch: int = 2000, augment: bool = True, max_rotation: float = 15.0,
-                 max_scale: float = 0.15, max_shift: float = 0.12, hflip: bool = False,
-                 pretrain_target: Literal["input", "clean"] = "input", pseudo_labels: str | None = None,
-                 labeled_share: float = 0.4, unlabeled_ratio: int = 0,
-                 pretrain_on: Literal["unlabeled", "train"] = "unlabeled", unlabeled_limit: int | None = None,
-                 download: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: Literal["mnist", "fashion-mnist"] = "mnist",
+        data_dir: str | None = None,
+        stage: Literal["pretrain", "finetune"] = "finetune",
+        num_labels: int | Literal["all"] = 100,
+        val_size: int = 100,
+        seed: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        samples_per_epoch: int = 2000,
+        augment: bool = True,
+        max_rotation: float = 15.0,
+        max_scale: float = 0.15,
+        max_shift: float = 0.12,
+        hflip: bool = False,
+        pretrain_target: Literal["input", "clean"] = "input",
+        pseudo_labels: str | None = None,
+        labeled_share: float = 0.4,
+        unlabeled_ratio: int = 0,
+        pretrain_on: Literal["unlabeled", "train"] = "unlabeled",
+        unlabeled_limit: int | None = None,
+        download: bool = True,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if dataset not in DATASETS:
@@ -216,8 +239,9 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
         if not (num_labels == "all" or (isinstance(num_labels, int) and not isinstance(num_labels, bool))):
             raise I2DLError(f"num_labels={num_labels!r}: give a whole number or 'all'")
         if pretrain_target == "clean" and not augment:
-            raise I2DLError("pretrain_target='clean' reconstructs unaugmented images from augmented ones: "
-                            "it needs augment=true")
+            raise I2DLError(
+                "pretrain_target='clean' reconstructs unaugmented images from augmented ones: it needs augment=true"
+            )
         if not 0 < labeled_share < 1:
             raise I2DLError(f"labeled_share={labeled_share}: must be between 0 and 1")
         if unlabeled_ratio < 0:
@@ -261,8 +285,10 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
         hp = self.hparams
         images, labels = self.pretrain if hp.stage == "pretrain" else self.labeled
         if len(images) == 0:
-            raise I2DLError(f"no {'unlabeled' if hp.stage == 'pretrain' else 'labeled'} training images are left "
-                            f"with num_labels={hp.num_labels}, val_size={hp.val_size}")
+            raise I2DLError(
+                f"no {'unlabeled' if hp.stage == 'pretrain' else 'labeled'} training images are left "
+                f"with num_labels={hp.num_labels}, val_size={hp.val_size}"
+            )
         repeats = max(1, math.ceil(hp.samples_per_epoch / len(images))) if hp.stage == "finetune" else 1
         pseudo = self.pseudo if hp.stage == "finetune" else None
         if pseudo is not None and len(pseudo[0]):
@@ -276,13 +302,31 @@ class AutoencoderDataModule(InMemoryEvalLoaders, L.LightningDataModule):
         rank, world = self._rank()
         batch_size = min(hp.batch_size, len(images) // world)
         batches = CleanTargetBatches if hp.stage == "pretrain" and hp.pretrain_target == "clean" else InMemoryBatches
-        loader = batches(images, labels, batch_size=batch_size, shuffle=True, seed=hp.seed, drop_last=True,
-                         transform=transform, rank=rank, world_size=world)
+        loader = batches(
+            images,
+            labels,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=hp.seed,
+            drop_last=True,
+            transform=transform,
+            rank=rank,
+            world_size=world,
+        )
         if hp.stage == "pretrain" or not hp.unlabeled_ratio:
             return loader
-        unlabeled = InMemoryBatches(*self.unlabeled, batch_size=batch_size * hp.unlabeled_ratio, shuffle=True,
-                                    seed=hp.seed + 1, drop_last=True, rank=rank, world_size=world)
+        unlabeled = InMemoryBatches(
+            *self.unlabeled,
+            batch_size=batch_size * hp.unlabeled_ratio,
+            shuffle=True,
+            seed=hp.seed + 1,
+            drop_last=True,
+            rank=rank,
+            world_size=world,
+        )
         if len(unlabeled) == 0:
-            raise I2DLError(f"unlabeled_ratio={hp.unlabeled_ratio}: fewer than {batch_size * hp.unlabeled_ratio} "
-                            f"unlabeled images are left")
+            raise I2DLError(
+                f"unlabeled_ratio={hp.unlabeled_ratio}: fewer than {batch_size * hp.unlabeled_ratio} "
+                f"unlabeled images are left"
+            )
         return WithUnlabeled(loader, unlabeled)

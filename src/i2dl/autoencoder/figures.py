@@ -15,8 +15,6 @@ from i2dl.training import FigureCallback  # noqa: E402
 from i2dl.viz import save_figure  # noqa: E402
 
 
-
-
 def plot_reconstructions(inputs: torch.Tensor, reconstructions: torch.Tensor, path: Path, title: str = "") -> Path:
     """Two rows: the input images (top) and the autoencoder's reconstructions of them (bottom)."""
     inputs, reconstructions = inputs.detach().cpu().float(), reconstructions.detach().cpu().float()
@@ -44,8 +42,9 @@ def pca_2d(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (centred @ v[:2].T).float(), share.float()
 
 
-def plot_latent_pca(codes: torch.Tensor, labels: torch.Tensor, path: Path,
-                    class_names: Sequence[str] | None = None, title: str = "") -> Path:
+def plot_latent_pca(
+    codes: torch.Tensor, labels: torch.Tensor, path: Path, class_names: Sequence[str] | None = None, title: str = ""
+) -> Path:
     """Scatter of the codes' first two principal components, one colour per true class."""
     points, share = pca_2d(codes)
     labels = labels.cpu()
@@ -76,8 +75,14 @@ def plot_accuracy_vs_labels(rows: Sequence[dict], path: Path, title: str = "") -
         means = [sum(by_n[n]) / len(by_n[n]) for n in ns]
         low = [m - min(by_n[n]) for m, n in zip(means, ns)]
         high = [max(by_n[n]) - m for m, n in zip(means, ns)]
-        ax.errorbar(ns, [100 * m for m in means], yerr=[[100 * v for v in low], [100 * v for v in high]],
-                    marker="o", capsize=3, label=method)
+        ax.errorbar(
+            ns,
+            [100 * m for m in means],
+            yerr=[[100 * v for v in low], [100 * v for v in high]],
+            marker="o",
+            capsize=3,
+            label=method,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("labeled training images")
     ax.set_ylabel("test accuracy (%)")
@@ -116,8 +121,16 @@ class AutoencoderFigures(FigureCallback):
         if not self.codes:
             return
         if self.examples is not None:
-            plot_reconstructions(*self.examples, self.folder / "reconstructions.png",
-                                 title=f"{self.title}: test inputs (top) and reconstructions (bottom)")
-        plot_latent_pca(torch.cat(self.codes), torch.cat(self.labels), self.folder / "latent_pca.png",
-                        class_names=self.class_names, title=f"{self.title}: test codes, PCA")
+            plot_reconstructions(
+                *self.examples,
+                self.folder / "reconstructions.png",
+                title=f"{self.title}: test inputs (top) and reconstructions (bottom)",
+            )
+        plot_latent_pca(
+            torch.cat(self.codes),
+            torch.cat(self.labels),
+            self.folder / "latent_pca.png",
+            class_names=self.class_names,
+            title=f"{self.title}: test codes, PCA",
+        )
         self.curves(self.title)

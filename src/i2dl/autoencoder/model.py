@@ -14,17 +14,20 @@ from i2dl.layers import Normalize
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-
-
 class FCEncoder(nn.Sequential):
     """The course's encoder: fully connected layers only, 784 -> width -> width/2 -> latent (20)."""
 
     def __init__(self, latent_dim: int = 20, width: int = 256) -> None:
         hidden = width
-        super().__init__(Normalize(MNIST_MEAN, MNIST_STD), nn.Flatten(),
-                         nn.Linear(28 * 28, hidden), nn.LeakyReLU(0.1),
-                         nn.Linear(hidden, hidden // 2), nn.LeakyReLU(0.1),
-                         nn.Linear(hidden // 2, latent_dim))
+        super().__init__(
+            Normalize(MNIST_MEAN, MNIST_STD),
+            nn.Flatten(),
+            nn.Linear(28 * 28, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden // 2),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden // 2, latent_dim),
+        )
 
 
 class FCDecoder(nn.Sequential):
@@ -32,20 +35,28 @@ class FCDecoder(nn.Sequential):
 
     def __init__(self, latent_dim: int = 20, width: int = 256) -> None:
         hidden = width
-        super().__init__(nn.Linear(latent_dim, hidden // 2), nn.LeakyReLU(0.1),
-                         nn.Linear(hidden // 2, hidden), nn.LeakyReLU(0.1),
-                         nn.Linear(hidden, 28 * 28), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28)))
+        super().__init__(
+            nn.Linear(latent_dim, hidden // 2),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden // 2, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, 28 * 28),
+            nn.Sigmoid(),
+            nn.Unflatten(1, (1, 28, 28)),
+        )
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 def up_bn(cin: int, cout: int) -> nn.Sequential:
     """Doubles the resolution (transposed conv, stride 2)."""
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class ConvEncoder(nn.Sequential):
@@ -53,11 +64,16 @@ class ConvEncoder(nn.Sequential):
 
     def __init__(self, latent_dim: int = 32, width: int = 16) -> None:
         w = width
-        super().__init__(Normalize(MNIST_MEAN, MNIST_STD),
-                         conv_bn(1, w), conv_bn(w, w, stride=2),              # 28 -> 14
-                         conv_bn(w, 2 * w), conv_bn(2 * w, 2 * w, stride=2),  # 14 -> 7
-                         conv_bn(2 * w, 4 * w, stride=2),                     # 7 -> 4
-                         nn.Flatten(), nn.Linear(4 * w * 4 * 4, latent_dim))
+        super().__init__(
+            Normalize(MNIST_MEAN, MNIST_STD),
+            conv_bn(1, w),
+            conv_bn(w, w, stride=2),  # 28 -> 14
+            conv_bn(w, 2 * w),
+            conv_bn(2 * w, 2 * w, stride=2),  # 14 -> 7
+            conv_bn(2 * w, 4 * w, stride=2),  # 7 -> 4
+            nn.Flatten(),
+            nn.Linear(4 * w * 4 * 4, latent_dim),
+        )
 
 
 class ConvDecoder(nn.Module):
@@ -68,9 +84,12 @@ class ConvDecoder(nn.Module):
         w = width
         self.width = w
         self.project = nn.Sequential(nn.Linear(latent_dim, 4 * w * 7 * 7), nn.ReLU(inplace=True))
-        self.body = nn.Sequential(up_bn(4 * w, 2 * w),                     # 7 -> 14
-                                  up_bn(2 * w, w),                         # 14 -> 28
-                                  nn.Conv2d(w, 1, 3, padding=1), nn.Sigmoid())
+        self.body = nn.Sequential(
+            up_bn(4 * w, 2 * w),  # 7 -> 14
+            up_bn(2 * w, w),  # 14 -> 28
+            nn.Conv2d(w, 1, 3, padding=1),
+            nn.Sigmoid(),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.body(self.project(z).view(-1, 4 * self.width, 7, 7))
@@ -114,12 +133,22 @@ class ContrastiveNet(nn.Module):
     """An encoder and SimCLR's projection head (latent -> hidden -> ReLU -> projection), whose output the
     contrastive loss compares; only the encoder is kept for the classifier."""
 
-    def __init__(self, arch: str = "conv", latent_dim: int = 32, width: int | None = None, hidden: int = 128,
-                 projection_dim: int = 64) -> None:
+    def __init__(
+        self,
+        arch: str = "conv",
+        latent_dim: int = 32,
+        width: int | None = None,
+        hidden: int = 128,
+        projection_dim: int = 64,
+    ) -> None:
         super().__init__()
         self.encoder = build_encoder(arch, latent_dim, width)
-        self.projector = nn.Sequential(nn.Linear(latent_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                       nn.Linear(hidden, projection_dim))
+        self.projector = nn.Sequential(
+            nn.Linear(latent_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, projection_dim),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))
@@ -128,12 +157,20 @@ class ContrastiveNet(nn.Module):
 class Classifier(nn.Module):
     """An encoder (pretrained or fresh) and a small head: latent -> (dropout) hidden (ReLU) -> classes."""
 
-    def __init__(self, arch: str = "conv", latent_dim: int = 32, num_classes: int = 10, hidden: int = 64,
-                 dropout: float = 0.3, width: int | None = None) -> None:
+    def __init__(
+        self,
+        arch: str = "conv",
+        latent_dim: int = 32,
+        num_classes: int = 10,
+        hidden: int = 64,
+        dropout: float = 0.3,
+        width: int | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = build_encoder(arch, latent_dim, width)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(latent_dim, hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(latent_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))

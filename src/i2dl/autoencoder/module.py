@@ -12,20 +12,33 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from i2dl.autoencoder.model import Autoencoder, Classifier, ContrastiveNet, resolved_width
-from i2dl.autoencoder.semi import align_distribution, contrastive_views, fixmatch_loss, nt_xent, strong_augment, weak_augment
-from i2dl.errors import CheckpointError
+from i2dl.autoencoder.semi import (
+    align_distribution,
+    contrastive_views,
+    fixmatch_loss,
+    nt_xent,
+    strong_augment,
+    weak_augment,
+)
 from i2dl.checkpoints import check_state_dict_compatible
 from i2dl.checkpoints import load as load_checkpoint
-from i2dl.training import (CompatibleCheckpoints, CrossEntropySteps, lightning_optimizers, make_optimizer,
-                           total_training_steps)
+from i2dl.errors import CheckpointError
+from i2dl.training import (
+    CompatibleCheckpoints,
+    CrossEntropySteps,
+    lightning_optimizers,
+    make_optimizer,
+    total_training_steps,
+)
 
 GRID_IMAGES = 16
 
 
 def _optimizer(param_groups: list[dict], lr: float, weight_decay: float, schedule: str, total_steps: int):
     # AdamW; at least 20 steps: OneCycleLR cannot split fewer into warm-up and annealing (tiny smoke runs)
-    return lightning_optimizers(*make_optimizer(param_groups, "adamw", lr, weight_decay, schedule,
-                                                max(int(total_steps), 20), pct_start=0.1))
+    return lightning_optimizers(
+        *make_optimizer(param_groups, "adamw", lr, weight_decay, schedule, max(int(total_steps), 20), pct_start=0.1)
+    )
 
 
 def _tensorboard(trainer):
@@ -50,9 +63,16 @@ class AutoencoderModule(CompatibleCheckpoints, L.LightningModule):
     `AutoencoderFigures` (`figures/reconstructions.png`, `figures/latent_pca.png`).
     """
 
-    def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
-                 loss: Literal["mse", "bce"] = "mse", lr: float = 2e-3, weight_decay: float = 0.0,
-                 schedule: Literal["constant", "onecycle"] = "onecycle") -> None:
+    def __init__(
+        self,
+        arch: Literal["fc", "conv"] = "conv",
+        latent_dim: int = 32,
+        width: int | None = None,
+        loss: Literal["mse", "bce"] = "mse",
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        schedule: Literal["constant", "onecycle"] = "onecycle",
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = Autoencoder(arch, latent_dim, width)
@@ -124,10 +144,20 @@ class ContrastiveModule(CompatibleCheckpoints, L.LightningModule):
     Logs `train/loss`, `val/loss`, `test/loss` (NT-Xent; validation and test views are fixed per batch).
     """
 
-    def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
-                 projection_hidden: int = 128, projection_dim: int = 64, temperature: float = 0.5,
-                 lr: float = 2e-3, weight_decay: float = 1e-4, schedule: Literal["constant", "onecycle"] = "onecycle",
-                 view_strength: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        arch: Literal["fc", "conv"] = "conv",
+        latent_dim: int = 32,
+        width: int | None = None,
+        projection_hidden: int = 128,
+        projection_dim: int = 64,
+        temperature: float = 0.5,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        schedule: Literal["constant", "onecycle"] = "onecycle",
+        view_strength: float = 1.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = ContrastiveNet(arch, latent_dim, width, projection_hidden, projection_dim)
@@ -161,25 +191,37 @@ class ContrastiveModule(CompatibleCheckpoints, L.LightningModule):
         return _optimizer([{"params": self.parameters(), "lr": hp.lr}], hp.lr, hp.weight_decay, hp.schedule, total)
 
 
-def load_pretrained_encoder(path: str | Path, arch: str, latent_dim: int,
-                            width: int | None = None) -> dict[str, torch.Tensor]:
+def load_pretrained_encoder(
+    path: str | Path, arch: str, latent_dim: int, width: int | None = None
+) -> dict[str, torch.Tensor]:
     """The encoder weights of an `AutoencoderModule` or `ContrastiveModule` checkpoint, checked against the
     classifier's encoder."""
     checkpoint = load_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters") or {}
     if "state_dict" not in checkpoint or "arch" not in hparams or "latent_dim" not in hparams:
-        raise CheckpointError(f"{path}: not an autoencoder checkpoint (nor a contrastive encoder) of `i2dl autoencoder` "
-                              "(no arch/latent_dim hyper-parameters)")
-    found = {"arch": hparams["arch"], "latent_dim": hparams["latent_dim"],
-             "width": resolved_width(hparams["arch"], hparams.get("width"))}
+        raise CheckpointError(
+            f"{path}: not an autoencoder checkpoint (nor a contrastive encoder) of `i2dl autoencoder` "
+            "(no arch/latent_dim hyper-parameters)"
+        )
+    found = {
+        "arch": hparams["arch"],
+        "latent_dim": hparams["latent_dim"],
+        "width": resolved_width(hparams["arch"], hparams.get("width")),
+    }
     wanted = {"arch": arch, "latent_dim": latent_dim, "width": resolved_width(arch, width)}
     differ = [k for k in found if found[k] != wanted[k]]
     if differ:
-        raise CheckpointError(f"{path}: the encoder checkpoint has " + ", ".join(f"{k}={found[k]!r}" for k in differ)
-                              + " but this classifier has " + ", ".join(f"{k}={wanted[k]!r}" for k in differ)
-                              + "; set " + ", ".join(f"--model.{k}" for k in differ) + " to match")
+        raise CheckpointError(
+            f"{path}: the encoder checkpoint has "
+            + ", ".join(f"{k}={found[k]!r}" for k in differ)
+            + " but this classifier has "
+            + ", ".join(f"{k}={wanted[k]!r}" for k in differ)
+            + "; set "
+            + ", ".join(f"--model.{k}" for k in differ)
+            + " to match"
+        )
     prefix = "model.encoder."
-    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     if not weights:
         raise CheckpointError(f"{path}: holds no encoder weights ({prefix}*)")
     return weights
@@ -209,13 +251,29 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
     threshold).
     """
 
-    def __init__(self, arch: Literal["fc", "conv"] = "conv", latent_dim: int = 32, width: int | None = None,
-                 num_classes: int = 10, encoder_ckpt: str | None = None, init_ckpt: str | None = None,
-                 encoder_mode: Literal["full", "lower_lr", "frozen"] = "lower_lr", encoder_lr_ratio: float = 0.1,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, schedule: Literal["constant", "onecycle"] = "onecycle",
-                 label_smoothing: float = 0.1, head_hidden: int = 64, dropout: float = 0.3,
-                 unlabeled_weight: float = 1.0, threshold: float = 0.95, distribution_alignment: bool = False,
-                 alignment_momentum: float = 0.99, strong_strength: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        arch: Literal["fc", "conv"] = "conv",
+        latent_dim: int = 32,
+        width: int | None = None,
+        num_classes: int = 10,
+        encoder_ckpt: str | None = None,
+        init_ckpt: str | None = None,
+        encoder_mode: Literal["full", "lower_lr", "frozen"] = "lower_lr",
+        encoder_lr_ratio: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        schedule: Literal["constant", "onecycle"] = "onecycle",
+        label_smoothing: float = 0.1,
+        head_hidden: int = 64,
+        dropout: float = 0.3,
+        unlabeled_weight: float = 1.0,
+        threshold: float = 0.95,
+        distribution_alignment: bool = False,
+        alignment_momentum: float = 0.99,
+        strong_strength: float = 1.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = Classifier(arch, latent_dim, num_classes, hidden=head_hidden, dropout=dropout, width=width)
@@ -270,8 +328,9 @@ class EncoderClassifier(CrossEntropySteps, CompatibleCheckpoints, L.LightningMod
             weak_probs = align_distribution(weak_probs, self.prediction_average)
         loss_unlabeled, confident, _ = fixmatch_loss(weak_logits, strong_logits, hp.threshold, weak_probs)
         loss = loss_labeled + hp.unlabeled_weight * loss_unlabeled
-        self.log_dict({"train/loss_labeled": loss_labeled, "train/loss_unlabeled": loss_unlabeled,
-                       "train/confident": confident})
+        self.log_dict(
+            {"train/loss_labeled": loss_labeled, "train/loss_unlabeled": loss_unlabeled, "train/confident": confident}
+        )
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -30,8 +30,14 @@ def weak_augment(x: torch.Tensor, generator: torch.Generator, max_shift: float =
     return RandomAffine(0.0, 0.0, max_shift)(x, generator)
 
 
-def random_affine(x: torch.Tensor, generator: torch.Generator, max_rotation: float, max_shear: float,
-                  scale: tuple[float, float], max_shift: float) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    max_rotation: float,
+    max_shear: float,
+    scale: tuple[float, float],
+    max_shift: float,
+) -> torch.Tensor:
     """Rotation (degrees), shear (degrees), independent x/y scale and shift (fraction of the size), per image."""
     n = x.shape[0]
     angle = _uniform(n, -max_rotation, max_rotation, generator) * math.pi / 180
@@ -61,17 +67,24 @@ def cutout(x: torch.Tensor, generator: torch.Generator, min_size: int = 6, max_s
 def strong_augment(x: torch.Tensor, generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:
     """Large affine distortion, random contrast and brightness, then Cutout; `strength` scales every magnitude
     (1: rotation 25 degrees, shear 20, scale 0.75-1.2, shift 15%, Cutout squares of 6-14 pixels)."""
-    x = random_affine(x, generator, max_rotation=25.0 * strength, max_shear=20.0 * strength,
-                      scale=(1 - 0.25 * strength, 1 + 0.2 * strength), max_shift=0.15 * strength)
+    x = random_affine(
+        x,
+        generator,
+        max_rotation=25.0 * strength,
+        max_shear=20.0 * strength,
+        scale=(1 - 0.25 * strength, 1 + 0.2 * strength),
+        max_shift=0.15 * strength,
+    )
     n = x.shape[0]
-    contrast = _uniform(n, 1 - 0.5 * strength, 1.0, generator).view(n, 1, 1, 1)    # fainter ink
+    contrast = _uniform(n, 1 - 0.5 * strength, 1.0, generator).view(n, 1, 1, 1)  # fainter ink
     brightness = _uniform(n, 0.0, 0.2 * strength, generator).view(n, 1, 1, 1)  # a grey background
     x = x * contrast + brightness * (1 - x)
     return cutout(x, generator, min_size=max(1, round(6 * strength)), max_size=max(1, round(14 * strength)))
 
 
-def contrastive_views(x: torch.Tensor, generator: torch.Generator, strength: float = 1.0
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def contrastive_views(
+    x: torch.Tensor, generator: torch.Generator, strength: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independent strong views of each image (SimCLR's positive pairs)."""
     return strong_augment(x, generator, strength), strong_augment(x, generator, strength)
 
@@ -86,8 +99,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     return F.cross_entropy(similarity, targets)
 
 
-def align_distribution(probs: torch.Tensor, running_mean: torch.Tensor, target: torch.Tensor | None = None
-                       ) -> torch.Tensor:
+def align_distribution(
+    probs: torch.Tensor, running_mean: torch.Tensor, target: torch.Tensor | None = None
+) -> torch.Tensor:
     """Distribution alignment (ReMixMatch, Berthelot et al. 2020): scale each prediction by target / the model's
     running average prediction and renormalise, so that a class the model over-predicts on unlabeled images (a
     cluster of 7s taken for 2s) is pulled back towards its share (uniform by default)."""
@@ -96,8 +110,12 @@ def align_distribution(probs: torch.Tensor, running_mean: torch.Tensor, target: 
     return aligned / aligned.sum(-1, keepdim=True)
 
 
-def fixmatch_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float = 0.95,
-                  weak_probs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fixmatch_loss(
+    logits_weak: torch.Tensor,
+    logits_strong: torch.Tensor,
+    threshold: float = 0.95,
+    weak_probs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FixMatch's unlabeled loss: cross-entropy of the strong view's logits against the weak view's argmax, counted
     only where the weak view's top probability reaches `threshold` (averaged over all unlabeled images). Returns
     (loss, share of images above the threshold, pseudo-labels). `weak_probs` replaces the weak view's softmax (e.g.

@@ -45,8 +45,14 @@ PRETRAIN_MODULES = {"autoencoder": AutoencoderModule, "contrastive": Contrastive
 METHOD_NAMES = {"autoencoder": "pretrained", "contrastive": "pretrained (contrastive)", "none": "from scratch"}
 
 # tiny limits of `--smoke` (tests, notebooks): they check the plumbing only
-SMOKE_TRAINER = {"max_epochs": 1, "max_steps": 2, "limit_train_batches": 2, "limit_val_batches": 1,
-                 "limit_test_batches": 1, "enable_progress_bar": False}
+SMOKE_TRAINER = {
+    "max_epochs": 1,
+    "max_steps": 2,
+    "limit_train_batches": 2,
+    "limit_val_batches": 1,
+    "limit_test_batches": 1,
+    "enable_progress_bar": False,
+}
 SMOKE_DATA = {"unlabeled_limit": 512}
 
 
@@ -97,8 +103,11 @@ def stage_config(name: str) -> dict[str, Any]:
     except FileNotFoundError as err:
         raise I2DLError(str(err)) from None
     values = yaml.safe_load(path.read_text()) or {}
-    return {"path": str(path), "seed_everything": values.get("seed_everything", 0),
-            **{k: dict(values.get(k) or {}) for k in ("trainer", "model", "data")}}
+    return {
+        "path": str(path),
+        "seed_everything": values.get("seed_everything", 0),
+        **{k: dict(values.get(k) or {}) for k in ("trainer", "model", "data")},
+    }
 
 
 def _apply(config: dict, stage: str, story: Story) -> dict:
@@ -113,10 +122,12 @@ def _apply(config: dict, stage: str, story: Story) -> dict:
 
 
 def pretrain_stage(story: Story) -> dict:
-    config = copy.deepcopy(stage_config(story.pretrain_config or PRETRAIN_CONFIGS[story.pretrain].format(
-        arch=story.arch)))
-    config["data"].update(dataset=story.dataset, data_dir=story.data_dir, stage="pretrain", pretrain_on="train",
-                          val_size=story.val_size)
+    config = copy.deepcopy(
+        stage_config(story.pretrain_config or PRETRAIN_CONFIGS[story.pretrain].format(arch=story.arch))
+    )
+    config["data"].update(
+        dataset=story.dataset, data_dir=story.data_dir, stage="pretrain", pretrain_on="train", val_size=story.val_size
+    )
     if story.pretrain_epochs is not None:
         config["trainer"]["max_epochs"] = story.pretrain_epochs
     return _apply(config, "pretrain", story)
@@ -126,8 +137,17 @@ def encoder_key(story: Story, config: dict) -> str:
     """What a pretrained encoder depends on: objective, dataset, model/trainer/data settings (not N, not the seed
     of the label split: pretraining sees every training image, no label)."""
     data = {k: v for k, v in config["data"].items() if k not in ("data_dir", "num_labels", "seed", "val_size")}
-    blob = json.dumps({"objective": story.pretrain, "model": config["model"], "trainer": config["trainer"],
-                       "data": data, "seed": config["seed_everything"]}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "objective": story.pretrain,
+            "model": config["model"],
+            "trainer": config["trainer"],
+            "data": data,
+            "seed": config["seed_everything"],
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -153,20 +173,40 @@ def pretrained_encoder(story: Story) -> tuple[Path | None, float]:
         model_args.setdefault("seed", config["seed_everything"])
     module = module_class(**model_args)
     data = AutoencoderDataModule(**config["data"])
-    title = f"{story.arch} {'autoencoder' if story.pretrain == 'autoencoder' else 'contrastive encoder'}, " \
-            f"latent {module.hparams.latent_dim}"
+    title = (
+        f"{story.arch} {'autoencoder' if story.pretrain == 'autoencoder' else 'contrastive encoder'}, "
+        f"latent {module.hparams.latent_dim}"
+    )
     start = time.perf_counter()
-    fit_in_run_folder(run_dir, "autoencoder", Path(config["path"]).stem, module, data, config["trainer"],
-                      seed=config["seed_everything"], monitor="val/loss", mode="min", headline="test/loss",
-                      higher_is_better=False, callbacks=[AutoencoderFigures(run_dir, data.classes, title)])
+    fit_in_run_folder(
+        run_dir,
+        "autoencoder",
+        Path(config["path"]).stem,
+        module,
+        data,
+        config["trainer"],
+        seed=config["seed_everything"],
+        monitor="val/loss",
+        mode="min",
+        headline="test/loss",
+        higher_is_better=False,
+        callbacks=[AutoencoderFigures(run_dir, data.classes, title)],
+    )
     return best, time.perf_counter() - start
 
 
 def finetune_config(story: Story, encoder: Path | None, probe_steps: int = 0) -> dict:
-    config = copy.deepcopy(stage_config(story.finetune_config or FINETUNE_CONFIGS[story.finetune].format(
-        arch=story.arch)))
-    config["data"].update(dataset=story.dataset, data_dir=story.data_dir, stage="finetune",
-                          num_labels=story.num_labels, val_size=story.val_size, seed=story.seed)
+    config = copy.deepcopy(
+        stage_config(story.finetune_config or FINETUNE_CONFIGS[story.finetune].format(arch=story.arch))
+    )
+    config["data"].update(
+        dataset=story.dataset,
+        data_dir=story.data_dir,
+        stage="finetune",
+        num_labels=story.num_labels,
+        val_size=story.val_size,
+        seed=story.seed,
+    )
     config["model"]["encoder_ckpt"] = str(encoder) if encoder else None
     config["model"].setdefault("seed", story.seed)
     config["seed_everything"] = story.seed
@@ -202,11 +242,24 @@ def run_finetune(story: Story, run_dir: Path, config: dict, title: str) -> dict[
     start = time.perf_counter()
     # no checkpoint selection by validation: with ~100 labeled validation images val/acc moves in steps of 1% and
     # ties keep the earliest epoch; the stage trains for a fixed step budget and best.ckpt holds the final weights
-    metrics = fit_in_run_folder(run_dir, "autoencoder", Path(config["path"]).stem, module, data, trainer_args,
-                                seed=config["seed_everything"], monitor=None, mode="max", headline="test/acc",
-                                callbacks=[*extra, ClassificationFigures(run_dir, data.classes, title, grid=False)])
-    return {"test_acc": metrics.get("test/acc", float("nan")), "val_acc": metrics.get("val/acc", float("nan")),
-            "seconds": time.perf_counter() - start}
+    metrics = fit_in_run_folder(
+        run_dir,
+        "autoencoder",
+        Path(config["path"]).stem,
+        module,
+        data,
+        trainer_args,
+        seed=config["seed_everything"],
+        monitor=None,
+        mode="max",
+        headline="test/acc",
+        callbacks=[*extra, ClassificationFigures(run_dir, data.classes, title, grid=False)],
+    )
+    return {
+        "test_acc": metrics.get("test/acc", float("nan")),
+        "val_acc": metrics.get("val/acc", float("nan")),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def classifier(story: Story, run_dir: Path, encoder: Path | None, method: str) -> dict[str, float]:
@@ -215,8 +268,9 @@ def classifier(story: Story, run_dir: Path, encoder: Path | None, method: str) -
     probe_seconds, start_from = 0.0, None
     if encoder and story.linear_probe:
         probe_dir = run_dir / "linear_probe" / tag
-        probe = run_finetune(story, probe_dir, finetune_config(story, encoder, story.linear_probe),
-                             f"{method}: linear probe")
+        probe = run_finetune(
+            story, probe_dir, finetune_config(story, encoder, story.linear_probe), f"{method}: linear probe"
+        )
         probe_seconds = probe["seconds"]
         start_from = probe_dir / "checkpoints" / "best.ckpt"  # encoder + probed head
     config = finetune_config(story, encoder)
@@ -233,17 +287,28 @@ def make_pseudo_labels(story: Story, classifier_ckpt: Path, threshold: float, pa
     """Label this split's unlabeled images with a fine-tuned classifier, keep those whose top softmax probability
     is at least `threshold`, write them to `path`; returns how many were kept."""
     module = load_module(EncoderClassifier, classifier_ckpt)
-    data = AutoencoderDataModule(dataset=story.dataset, data_dir=story.data_dir, num_labels=story.num_labels,
-                                 val_size=story.val_size, seed=story.seed,
-                                 unlabeled_limit=SMOKE_DATA["unlabeled_limit"] if story.smoke else None)
+    data = AutoencoderDataModule(
+        dataset=story.dataset,
+        data_dir=story.data_dir,
+        num_labels=story.num_labels,
+        val_size=story.val_size,
+        seed=story.seed,
+        unlabeled_limit=SMOKE_DATA["unlabeled_limit"] if story.smoke else None,
+    )
     data.setup("fit")
     images = data.unlabeled[0]
-    probs = torch.cat([module(images[i:i + 4096].unsqueeze(1).float() / 255).softmax(1)
-                       for i in range(0, len(images), 4096)])
+    probs = torch.cat(
+        [module(images[i : i + 4096].unsqueeze(1).float() / 255).softmax(1) for i in range(0, len(images), 4096)]
+    )
     confidence, labels = probs.max(1)
     keep = confidence >= threshold
-    save_pseudo_labels(path, split_key(story.dataset, story.num_labels, story.val_size, story.seed),
-                       data.unlabeled_indices[keep], labels[keep], confidence[keep])
+    save_pseudo_labels(
+        path,
+        split_key(story.dataset, story.num_labels, story.val_size, story.seed),
+        data.unlabeled_indices[keep],
+        labels[keep],
+        confidence[keep],
+    )
     return int(keep.sum())
 
 
@@ -267,32 +332,55 @@ def story_rows(story: Story, run_dir: Path, with_baseline: bool = True) -> list[
     if encoder is not None and encoder.is_file() and not story.encoder_ckpt:
         link_encoder(run_dir, encoder)
         encoder = run_dir / "pretrain" / "checkpoints" / "best.ckpt"  # through the link, as the configs show it
-    base = {"dataset": story.dataset, "arch": story.arch, "num_labels": story.num_labels, "seed": story.seed,
-            "finetune": story.finetune}
+    base = {
+        "dataset": story.dataset,
+        "arch": story.arch,
+        "num_labels": story.num_labels,
+        "seed": story.seed,
+        "finetune": story.finetune,
+    }
     rows = []
     starts = [(METHOD_NAMES[story.pretrain], encoder)] if encoder is not None else []
     if with_baseline or encoder is None:
         starts.append(("from scratch", None))
     for method, ckpt in starts:
         result = classifier(story, run_dir, ckpt, method)
-        rows.append({**base, "method": method, "pretrain": story.pretrain if ckpt else "none", **result,
-                     "pretrain_seconds": pretrain_seconds if ckpt else 0.0})
+        rows.append(
+            {
+                **base,
+                "method": method,
+                "pretrain": story.pretrain if ckpt else "none",
+                **result,
+                "pretrain_seconds": pretrain_seconds if ckpt else 0.0,
+            }
+        )
     if story.pseudo_labels is not None and encoder is not None:
         tag = f"n{story.num_labels}_seed{story.seed}"
         fine_tuned = run_dir / "pretrained" / tag / "checkpoints" / "best.ckpt"
         folder = run_dir / "pseudo_labels" / tag
         start = time.perf_counter()
         kept = make_pseudo_labels(story, fine_tuned, story.pseudo_labels, folder / "pseudo_labels.pt")
-        print(f"pseudo-labels: {kept} unlabeled images with probability >= {story.pseudo_labels} -> "
-              f"{folder / 'pseudo_labels.pt'}", flush=True)
+        print(
+            f"pseudo-labels: {kept} unlabeled images with probability >= {story.pseudo_labels} -> "
+            f"{folder / 'pseudo_labels.pt'}",
+            flush=True,
+        )
         config = finetune_config(story, None)
         config["model"]["init_ckpt"] = str(fine_tuned)
-        config["data"].update(pseudo_labels=str(folder / "pseudo_labels.pt"), batch_size=story.pseudo_batch_size,
-                              unlabeled_ratio=0)
+        config["data"].update(
+            pseudo_labels=str(folder / "pseudo_labels.pt"), batch_size=story.pseudo_batch_size, unlabeled_ratio=0
+        )
         result = run_finetune(story, folder, config, "pretrained + pseudo-labels")
         result["seconds"] = time.perf_counter() - start
-        rows.append({**base, "method": "pretrained + pseudo-labels", "pretrain": story.pretrain, **result,
-                     "pretrain_seconds": pretrain_seconds})
+        rows.append(
+            {
+                **base,
+                "method": "pretrained + pseudo-labels",
+                "pretrain": story.pretrain,
+                **result,
+                "pretrain_seconds": pretrain_seconds,
+            }
+        )
     return rows
 
 
@@ -323,13 +411,21 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| labels | method | fine-tuning | test accuracy | seeds |", "|---:|---|---|---:|---:|"]
     keys = list(dict.fromkeys((r["num_labels"], r["method"], r.get("finetune", "labels")) for r in rows))
     for n, method, tune in keys:
-        accs = [100 * float(r["test_acc"]) for r in rows
-                if r["num_labels"] == n and r["method"] == method and r.get("finetune", "labels") == tune]
+        accs = [
+            100 * float(r["test_acc"])
+            for r in rows
+            if r["num_labels"] == n and r["method"] == method and r.get("finetune", "labels") == tune
+        ]
         accs = [a for a in accs if not math.isnan(a)]
-        shown = "-" if not accs else f"{statistics.mean(accs):.2f}%" + (
-            f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else "")
-        lines.append(f"| {n} | {method} | {'labels + unlabeled (FixMatch)' if tune == 'fixmatch' else 'labels only'}"
-                     f" | {shown} | {len(accs)} |")
+        shown = (
+            "-"
+            if not accs
+            else f"{statistics.mean(accs):.2f}%" + (f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else "")
+        )
+        lines.append(
+            f"| {n} | {method} | {'labels + unlabeled (FixMatch)' if tune == 'fixmatch' else 'labels only'}"
+            f" | {shown} | {len(accs)} |"
+        )
     return "\n".join(lines)
 
 

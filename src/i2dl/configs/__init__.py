@@ -38,8 +38,11 @@ def find(lab: str, name: str) -> Path:
 
 def available(lab: str) -> list[str]:
     folder = resources.files(__name__).joinpath(lab)
-    return sorted(f"configs/{lab}/{p.name}" for p in folder.iterdir() if p.name.endswith(".yaml")) \
-        if folder.is_dir() else []
+    return (
+        sorted(f"configs/{lab}/{p.name}" for p in folder.iterdir() if p.name.endswith(".yaml"))
+        if folder.is_dir()
+        else []
+    )
 
 
 def resolve_config_args(lab: str, argv: list[str]) -> list[str]:

@@ -30,7 +30,8 @@ class RandomAffine:
         flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         # theta maps output coordinates to input coordinates in [-1, 1]
-        theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0] * 2], 1),
-                             torch.stack([sin * flip, cos, shift[:, 1] * 2], 1)], 1)
+        theta = torch.stack(
+            [torch.stack([cos * flip, -sin, shift[:, 0] * 2], 1), torch.stack([sin * flip, cos, shift[:, 1] * 2], 1)], 1
+        )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -62,8 +62,10 @@ def download(filename: str, dest_dir: Path, mirrors: list[str], sha256: str, tim
         probe = tempfile.NamedTemporaryFile(dir=dest_dir, prefix=".write-test-", delete=True)
         probe.close()
     except OSError as err:
-        raise DataError(f"cannot write to {dest_dir} ({err.strerror}): put {filename} there by hand "
-                        "or choose another folder with --data.data_dir / $I2DL_DATA") from None
+        raise DataError(
+            f"cannot write to {dest_dir} ({err.strerror}): put {filename} there by hand "
+            "or choose another folder with --data.data_dir / $I2DL_DATA"
+        ) from None
     failures = []
     for base in mirrors_for(mirrors):
         url = base.rstrip("/") + "/" + filename
@@ -87,5 +89,6 @@ def download(filename: str, dest_dir: Path, mirrors: list[str], sha256: str, tim
             failures.append(f"{url}: {reason}")
         finally:
             tmp.unlink(missing_ok=True)
-    raise DataError(f"could not download {filename} ({'; '.join(failures)}); "
-                    f"download it yourself and put it in {dest_dir}")
+    raise DataError(
+        f"could not download {filename} ({'; '.join(failures)}); download it yourself and put it in {dest_dir}"
+    )

@@ -42,8 +42,10 @@ MNIST = IdxDataset(
     name="mnist",
     classes=tuple(str(i) for i in range(10)),
     mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
-    files={"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")},
+    files={
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    },
     sha256={
         "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
         "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -54,8 +56,7 @@ MNIST = IdxDataset(
 
 FASHION_MNIST = IdxDataset(
     name="fashion-mnist",
-    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-             "Ankle boot"),
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     files=MNIST.files,
     sha256={
@@ -94,7 +95,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape))
     found = len(raw) - header
     if found != expected:
@@ -104,7 +105,9 @@ def read_idx(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(array.copy())
 
 
-def read_images_and_labels(images_path: Path, labels_path: Path, num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+def read_images_and_labels(
+    images_path: Path, labels_path: Path, num_classes: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 28, 28) uint8 and labels (N,) int64, checked against each other."""
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dim() != 3:
@@ -128,8 +131,9 @@ def _find(dataset: IdxDataset, filename: str, folders: list[Path]) -> Path | Non
     return None
 
 
-def locate(dataset: IdxDataset, split: str, data_dir: str | Path | None = None,
-           download_missing: bool = True) -> tuple[Path, Path]:
+def locate(
+    dataset: IdxDataset, split: str, data_dir: str | Path | None = None, download_missing: bool = True
+) -> tuple[Path, Path]:
     """Find the split's two files under the data dir (or a system folder), downloading what is missing."""
     root = resolve_data_dir(data_dir)
     folders = [root / dataset.name, root / dataset.name.upper() / "raw", *map(Path, dataset.system_dirs)]
@@ -144,8 +148,9 @@ def locate(dataset: IdxDataset, split: str, data_dir: str | Path | None = None,
     return found[0], found[1]
 
 
-def load_split(dataset: IdxDataset | str, split: str, data_dir: str | Path | None = None,
-               download_missing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(
+    dataset: IdxDataset | str, split: str, data_dir: str | Path | None = None, download_missing: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`(images uint8 (N, 28, 28), labels int64 (N,))` for `split` in {"train", "test"}."""
     if isinstance(dataset, str):
         if dataset not in DATASETS:

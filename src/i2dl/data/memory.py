@@ -18,9 +18,18 @@ Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 class InMemoryBatches:
     """Iterates `(images float [0, 1] (B, 1, H, W), labels)` batches from uint8 `images` (N, H, W)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, transform: Transform | None = None,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        transform: Transform | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels
@@ -46,7 +55,7 @@ class InMemoryBatches:
         else:
             index = torch.arange(n)
         if self.world_size > 1:
-            index = index[: self._per_rank() * self.world_size][self.rank:: self.world_size]
+            index = index[: self._per_rank() * self.world_size][self.rank :: self.world_size]
         return index
 
     def __iter__(self) -> Iterator:
@@ -55,7 +64,7 @@ class InMemoryBatches:
         index = self.order(epoch)
         for b in range(start, len(self)):
             self._yielded = b + 1
-            idx = index[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = index[b * self.batch_size : (b + 1) * self.batch_size]
             generator = None
             if self.transform is not None:
                 generator = torch.Generator().manual_seed(hash((self.seed, epoch, b)) & 0x7FFF_FFFF)

@@ -6,11 +6,11 @@ import argparse
 
 import torch
 
+from i2dl.cli import dispatch
 from i2dl.digits.data import DigitsDataModule
 from i2dl.digits.module import DigitClassifier
 from i2dl.digits.predict import load_image_gray, to_mnist_format
 from i2dl.export import export_command
-from i2dl.cli import dispatch
 from i2dl.training import ClassificationFigures, LabCLI, load_module
 
 HELP = """usage: i2dl digits {fit,validate,test,predict,export} ...
@@ -22,8 +22,9 @@ HELP = """usage: i2dl digits {fit,validate,test,predict,export} ...
 
 
 def predict(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="i2dl digits predict",
-                                     description="Classify image files of hand-written digits (any size or colour).")
+    parser = argparse.ArgumentParser(
+        prog="i2dl digits predict", description="Classify image files of hand-written digits (any size or colour)."
+    )
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `i2dl digits fit`")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     args = parser.parse_args(argv)
@@ -40,8 +41,9 @@ def predict(argv: list[str]) -> None:
 
 
 def export(argv: list[str]) -> None:
-    export_command(argv, "digits", DigitClassifier, (1, 28, 28), "input: float32 (batch, 1, 28, 28) in [0, 1]",
-                   max_diff=1e-4)
+    export_command(
+        argv, "digits", DigitClassifier, (1, 28, 28), "input: float32 (batch, 1, 28, 28) in [0, 1]", max_diff=1e-4
+    )
 
 
 class DigitsCLI(LabCLI):
@@ -57,6 +59,18 @@ def figures(cli: LabCLI) -> list:
 
 
 def main(argv: list[str]) -> None:
-    dispatch(argv, HELP, {"predict": predict, "export": export},
-             lambda args: DigitsCLI("digits", DigitClassifier, DigitsDataModule, monitor="val/acc", mode="max",
-                                    headline="test/acc", figures=figures, args=args))
+    dispatch(
+        argv,
+        HELP,
+        {"predict": predict, "export": export},
+        lambda args: DigitsCLI(
+            "digits",
+            DigitClassifier,
+            DigitsDataModule,
+            monitor="val/acc",
+            mode="max",
+            headline="test/acc",
+            figures=figures,
+            args=args,
+        ),
+    )

@@ -26,11 +26,22 @@ class DigitsDataModule(InMemoryEvalLoaders, L.LightningDataModule):
         download: fetch missing files from the public mirrors.
     """
 
-    def __init__(self, dataset: Literal["mnist", "fashion-mnist"] = "mnist", data_dir: str | None = None,
-                 batch_size: int = 128, eval_batch_size: int = 1000, val_size: int = 5000, seed: int = 0,
-                 augment: bool = False, max_rotation: float = 10.0, max_scale: float = 0.1,
-                 max_shift: float = 0.1, hflip: bool = False, train_subset: int | None = None,
-                 download: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: Literal["mnist", "fashion-mnist"] = "mnist",
+        data_dir: str | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        seed: int = 0,
+        augment: bool = False,
+        max_rotation: float = 10.0,
+        max_scale: float = 0.1,
+        max_shift: float = 0.1,
+        hflip: bool = False,
+        train_subset: int | None = None,
+        download: bool = True,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.classes = list(DATASETS[dataset].classes)
@@ -45,7 +56,7 @@ class DigitsDataModule(InMemoryEvalLoaders, L.LightningDataModule):
         if self.train is None:
             images, labels = load_split(hp.dataset, "train", hp.data_dir, hp.download)
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(hp.seed))
-            val_idx, train_idx = order[: hp.val_size], order[hp.val_size:]
+            val_idx, train_idx = order[: hp.val_size], order[hp.val_size :]
             if hp.train_subset is not None:
                 train_idx = train_idx[: hp.train_subset]
             self.train = (images[train_idx], labels[train_idx])
@@ -57,5 +68,13 @@ class DigitsDataModule(InMemoryEvalLoaders, L.LightningDataModule):
         hp = self.hparams
         transform = RandomAffine(hp.max_rotation, hp.max_scale, hp.max_shift, hp.hflip) if hp.augment else None
         rank, world = self._rank()
-        return InMemoryBatches(*self.train, batch_size=hp.batch_size, shuffle=True, seed=hp.seed, drop_last=True,
-                               transform=transform, rank=rank, world_size=world)
+        return InMemoryBatches(
+            *self.train,
+            batch_size=hp.batch_size,
+            shuffle=True,
+            seed=hp.seed,
+            drop_last=True,
+            transform=transform,
+            rank=rank,
+            world_size=world,
+        )

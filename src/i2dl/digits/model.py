@@ -9,14 +9,17 @@ from i2dl.layers import Normalize
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-
-
 class LabFC(nn.Sequential):
     """The lab's fully connected baseline: 784 -> 128 (ReLU) -> 10."""
 
     def __init__(self, num_classes: int = 10, hidden: int = 128) -> None:
-        super().__init__(Normalize(MNIST_MEAN, MNIST_STD), nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(),
-                         nn.Linear(hidden, num_classes))
+        super().__init__(
+            Normalize(MNIST_MEAN, MNIST_STD),
+            nn.Flatten(),
+            nn.Linear(28 * 28, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
 
 
 class LabCNN(nn.Sequential):
@@ -25,9 +28,15 @@ class LabCNN(nn.Sequential):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__(
             Normalize(MNIST_MEAN, MNIST_STD),
-            nn.Conv2d(1, 24, 3), nn.ReLU(), nn.MaxPool2d(2),    # 28 -> 26 -> 13
-            nn.Conv2d(24, 36, 3), nn.ReLU(), nn.MaxPool2d(2),   # 13 -> 11 -> 5
-            nn.Flatten(), nn.Linear(36 * 5 * 5, 128), nn.ReLU(),
+            nn.Conv2d(1, 24, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 28 -> 26 -> 13
+            nn.Conv2d(24, 36, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 13 -> 11 -> 5
+            nn.Flatten(),
+            nn.Linear(36 * 5 * 5, 128),
+            nn.ReLU(),
             nn.Linear(128, num_classes),
         )
 
@@ -43,10 +52,17 @@ class DigitNet(nn.Sequential):
         w = width
         super().__init__(
             Normalize(MNIST_MEAN, MNIST_STD),
-            conv_bn(1, w), conv_bn(w, w), nn.MaxPool2d(2),              # 28 -> 14
-            conv_bn(w, 2 * w), conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),  # 14 -> 7
-            conv_bn(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Dropout(dropout), nn.Linear(4 * w, num_classes),
+            conv_bn(1, w),
+            conv_bn(w, w),
+            nn.MaxPool2d(2),  # 28 -> 14
+            conv_bn(w, 2 * w),
+            conv_bn(2 * w, 2 * w),
+            nn.MaxPool2d(2),  # 14 -> 7
+            conv_bn(2 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(4 * w, num_classes),
         )
 
 

@@ -28,6 +28,7 @@ def load_image_gray(path: str | Path) -> np.ndarray:
 
 def to_mnist_format(gray: np.ndarray) -> torch.Tensor:
     """(1, 28, 28) float tensor in [0, 1], white ink on black, centred like MNIST."""
+
     def border(a: np.ndarray) -> np.ndarray:
         return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
 
@@ -39,15 +40,16 @@ def to_mnist_format(gray: np.ndarray) -> torch.Tensor:
     ink = gray > 0.2
     if ink.any():
         rows, cols = np.where(ink)
-        gray = gray[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+        gray = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = gray.shape
     scale = 20.0 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    digit = np.asarray(Image.fromarray((gray * 255).astype(np.uint8)).resize(size, Image.LANCZOS),
-                       dtype=np.float32) / 255.0
+    digit = (
+        np.asarray(Image.fromarray((gray * 255).astype(np.uint8)).resize(size, Image.LANCZOS), dtype=np.float32) / 255.0
+    )
     canvas = np.zeros((28, 28), dtype=np.float32)
     top, left = (28 - digit.shape[0]) // 2, (28 - digit.shape[1]) // 2
-    canvas[top: top + digit.shape[0], left: left + digit.shape[1]] = digit
+    canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     if canvas.sum() > 0:  # shift the centre of mass to the centre
         ys, xs = np.indices(canvas.shape)
         dy = int(round(13.5 - (ys * canvas).sum() / canvas.sum()))

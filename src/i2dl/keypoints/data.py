@@ -15,8 +15,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from i2dl.data import resolve_data_dir
-from i2dl.keypoints.kaggle_csv import IMAGE_SIZE, KEYPOINT_NAMES, FaceKeypoints, read_keypoints_csv, split_path
 from i2dl.data.memory import InMemoryBatches
+from i2dl.keypoints.kaggle_csv import IMAGE_SIZE, KEYPOINT_NAMES, FaceKeypoints, read_keypoints_csv, split_path
 
 HALF = IMAGE_SIZE / 2
 
@@ -82,21 +82,35 @@ class KeypointAugment:
     Each group of `group_size` consecutive faces (in shuffled order) shares one random draw.
     """
 
-    def __init__(self, hflip: bool = True, max_rotation: float = 10.0, max_scale: float = 0.1,
-                 max_shift: float = 0.05, brightness: float = 0.2, contrast: float = 0.2, group_size: int = 8,
-                 hflip_offset: float = 0.0) -> None:
+    def __init__(
+        self,
+        hflip: bool = True,
+        max_rotation: float = 10.0,
+        max_scale: float = 0.1,
+        max_shift: float = 0.05,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        group_size: int = 8,
+        hflip_offset: float = 0.0,
+    ) -> None:
         self.group_size = group_size
         steps: list = [HorizontalFlipKeypoints(0.5, hflip_offset)] if hflip else []
         if max_rotation or max_scale or max_shift:
-            steps.append(v2.RandomAffine(degrees=max_rotation, translate=(max_shift, max_shift),
-                                         scale=(1 - max_scale, 1 + max_scale),
-                                         interpolation=v2.InterpolationMode.BILINEAR))
+            steps.append(
+                v2.RandomAffine(
+                    degrees=max_rotation,
+                    translate=(max_shift, max_shift),
+                    scale=(1 - max_scale, 1 + max_scale),
+                    interpolation=v2.InterpolationMode.BILINEAR,
+                )
+            )
         if brightness or contrast:
             steps.append(v2.ColorJitter(brightness=brightness, contrast=contrast))
         self.pipeline = v2.Compose(steps)
 
-    def __call__(self, images: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out_images, out_points = [], []
         canvas = tuple(images.shape[-2:])
         keypoints = torch.where(visible.unsqueeze(-1), keypoints, torch.nan)
@@ -104,9 +118,10 @@ class KeypointAugment:
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
             # faces of a group share one draw: v2's per-call overhead, not the pixels, dominates at 96x96
             for start in range(0, len(images), self.group_size):
-                image, points = self.pipeline(tv_tensors.Image(images[start:start + self.group_size]),
-                                              tv_tensors.KeyPoints(keypoints[start:start + self.group_size],
-                                                                   canvas_size=canvas))
+                image, points = self.pipeline(
+                    tv_tensors.Image(images[start : start + self.group_size]),
+                    tv_tensors.KeyPoints(keypoints[start : start + self.group_size], canvas_size=canvas),
+                )
                 out_images.append(image.as_subclass(torch.Tensor))
                 out_points.append(points.as_subclass(torch.Tensor))
         points = torch.cat(out_points)
@@ -148,11 +163,24 @@ class FacialKeypointsDataModule(L.LightningDataModule):
         train_subset: use only the first this-many training faces (tests, quick looks); None = all.
     """
 
-    def __init__(self, data_dir: str | None = None, missing: Literal["drop", "mask"] = "drop",
-                 batch_size: int = 64, eval_batch_size: int = 256, val_size: int = 400, seed: int = 0,
-                 augment: bool = True, hflip: bool = True, max_rotation: float = 10.0, max_scale: float = 0.1,
-                 max_shift: float = 0.05, brightness: float = 0.2, contrast: float = 0.2,
-                 train_subset: int | None = None, hflip_offset: float = 0.0) -> None:
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        missing: Literal["drop", "mask"] = "drop",
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        val_size: int = 400,
+        seed: int = 0,
+        augment: bool = True,
+        hflip: bool = True,
+        max_rotation: float = 10.0,
+        max_scale: float = 0.1,
+        max_shift: float = 0.05,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        train_subset: int | None = None,
+        hflip_offset: float = 0.0,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.train = self.val = self.test = None
@@ -173,7 +201,7 @@ class FacialKeypointsDataModule(L.LightningDataModule):
                 val = read_keypoints_csv(val_path, hp.missing)
             else:  # Kaggle ships only training.csv: hold out a seeded share of it
                 order = torch.randperm(len(train), generator=torch.Generator().manual_seed(hp.seed))
-                val, train = train.subset(order[: hp.val_size]), train.subset(order[hp.val_size:])
+                val, train = train.subset(order[: hp.val_size]), train.subset(order[hp.val_size :])
             if hp.train_subset is not None:
                 train = train.subset(slice(0, hp.train_subset))
             self.train, self.val = train, val
@@ -186,16 +214,37 @@ class FacialKeypointsDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> KeypointBatches:
         hp = self.hparams
-        transform = KeypointAugment(hp.hflip, hp.max_rotation, hp.max_scale, hp.max_shift, hp.brightness,
-                                    hp.contrast, hflip_offset=hp.hflip_offset) if hp.augment else None
+        transform = (
+            KeypointAugment(
+                hp.hflip,
+                hp.max_rotation,
+                hp.max_scale,
+                hp.max_shift,
+                hp.brightness,
+                hp.contrast,
+                hflip_offset=hp.hflip_offset,
+            )
+            if hp.augment
+            else None
+        )
         rank, world = self._rank()
-        return KeypointBatches(self.train.images, _labels(self.train), batch_size=hp.batch_size, shuffle=True,
-                               seed=hp.seed, drop_last=True, transform=transform, rank=rank, world_size=world)
+        return KeypointBatches(
+            self.train.images,
+            _labels(self.train),
+            batch_size=hp.batch_size,
+            shuffle=True,
+            seed=hp.seed,
+            drop_last=True,
+            transform=transform,
+            rank=rank,
+            world_size=world,
+        )
 
     def _eval_loader(self, faces: FaceKeypoints) -> KeypointBatches:
         rank, world = self._rank()
-        return KeypointBatches(faces.images, _labels(faces), batch_size=self.hparams.eval_batch_size,
-                               rank=rank, world_size=world)
+        return KeypointBatches(
+            faces.images, _labels(faces), batch_size=self.hparams.eval_batch_size, rank=rank, world_size=world
+        )
 
     def val_dataloader(self) -> KeypointBatches:
         return self._eval_loader(self.val)

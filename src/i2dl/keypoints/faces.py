@@ -52,11 +52,15 @@ def _cascade():
     try:
         import cv2
     except ImportError:
-        raise I2DLError("face detection needs OpenCV: pip install 'opencv-python-headless<5' (or give --no_detect "
-                        "for ready-made face crops)") from None
+        raise I2DLError(
+            "face detection needs OpenCV: pip install 'opencv-python-headless<5' (or give --no_detect "
+            "for ready-made face crops)"
+        ) from None
     if not hasattr(cv2, "CascadeClassifier"):
-        raise I2DLError(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them out): pip install "
-                        f"'opencv-python-headless<5'")
+        raise I2DLError(
+            f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them out): pip install "
+            f"'opencv-python-headless<5'"
+        )
     cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
     if cascade.empty():
         raise I2DLError(f"OpenCV {cv2.__version__} ships no frontal-face cascade in {cv2.data.haarcascades}")
@@ -81,8 +85,9 @@ def detect_faces(image: Image.Image, min_neighbors: int = 5) -> list[FaceBox]:
         gray = gray.resize((round(gray.width / scale), round(gray.height / scale)), Image.BILINEAR)
     else:
         scale = 1.0
-    found = _cascade().detectMultiScale(np.asarray(gray), scaleFactor=1.1, minNeighbors=min_neighbors,
-                                        minSize=(MIN_FACE, MIN_FACE))
+    found = _cascade().detectMultiScale(
+        np.asarray(gray), scaleFactor=1.1, minNeighbors=min_neighbors, minSize=(MIN_FACE, MIN_FACE)
+    )
     boxes = sorted((FaceBox(*(float(v) * scale for v in box)) for box in found), key=lambda b: -b.width)
     kept: list[FaceBox] = []
     for box in boxes:
@@ -104,8 +109,9 @@ def crop_face(image: Image.Image, box: FaceBox) -> tuple[Image.Image, tuple[int,
     return square, (left, top)
 
 
-def keypoints_of_faces(model: Callable[[torch.Tensor], torch.Tensor], image: Image.Image,
-                       boxes: list[FaceBox]) -> torch.Tensor:
+def keypoints_of_faces(
+    model: Callable[[torch.Tensor], torch.Tensor], image: Image.Image, boxes: list[FaceBox]
+) -> torch.Tensor:
     """(faces, 15, 2) keypoints in the photo's pixels for the faces in `boxes` (one batch through `model`, which maps
     (N, 1, 96, 96) faces to (N, 30) normalised keypoints: the network, or the module's `predict_normalised`)."""
     if not boxes:
@@ -117,37 +123,54 @@ def keypoints_of_faces(model: Callable[[torch.Tensor], torch.Tensor], image: Ima
         inputs.append((x, letterbox))
         offsets.append((left, top))
     points96 = predict_pixels(model, torch.stack([x for x, _ in inputs]))
-    points = [letterbox.to_original(p) + torch.tensor(offset, dtype=torch.float32)
-              for (_, letterbox), p, offset in zip(inputs, points96, offsets)]
+    points = [
+        letterbox.to_original(p) + torch.tensor(offset, dtype=torch.float32)
+        for (_, letterbox), p, offset in zip(inputs, points96, offsets)
+    ]
     return torch.stack(points)
 
 
 def faces_json(image_name: str, width: int, height: int, boxes: list[FaceBox], keypoints: torch.Tensor) -> dict:
     """The keypoints of every face of a photo, in the photo's pixels: what `i2dl keypoints predict` and the app
     write."""
-    return {"image": image_name, "width": width, "height": height, "units": "pixels of the original image",
-            "faces": [{"box": box.as_list(),
-                       "keypoints": {name: [round(float(x), 2), round(float(y), 2)]
-                                     for name, (x, y) in zip(KEYPOINT_NAMES, points.tolist())}}
-                      for box, points in zip(boxes, keypoints)]}
+    return {
+        "image": image_name,
+        "width": width,
+        "height": height,
+        "units": "pixels of the original image",
+        "faces": [
+            {
+                "box": box.as_list(),
+                "keypoints": {
+                    name: [round(float(x), 2), round(float(y), 2)]
+                    for name, (x, y) in zip(KEYPOINT_NAMES, points.tolist())
+                },
+            }
+            for box, points in zip(boxes, keypoints)
+        ],
+    }
 
 
-def predict_photos(model: Callable[[torch.Tensor], torch.Tensor], paths: list[str], images: list[Image.Image],
-                   out_dir: Path) -> list[tuple[str, int, Path, Path]]:
+def predict_photos(
+    model: Callable[[torch.Tensor], torch.Tensor], paths: list[str], images: list[Image.Image], out_dir: Path
+) -> list[tuple[str, int, Path, Path]]:
     """`i2dl keypoints predict` on whole photos: the faces of every photo found first (a photo without one is a
     DataError before anything is written), then per photo an overlay PNG of all faces' keypoints and a JSON file.
     Returns (photo, faces, overlay, JSON) per photo."""
     found = [detect_faces(image) for image in images]
     for path, boxes in zip(paths, found):
         if not boxes:
-            raise DataError(f"{path}: no face found (the detector finds frontal, upright faces of at least "
-                            f"{MIN_FACE} px); give --no_detect for ready-made face crops")
+            raise DataError(
+                f"{path}: no face found (the detector finds frontal, upright faces of at least "
+                f"{MIN_FACE} px); give --no_detect for ready-made face crops"
+            )
     written = []
     for path, image, boxes in zip(paths, images, found):
         keypoints = keypoints_of_faces(model, image, boxes)
         stem = Path(path).stem
         overlay = draw_overlay(image, keypoints.reshape(-1, 2), out_dir / f"{stem}_keypoints.png")
-        data = write_json(faces_json(str(path), image.width, image.height, boxes, keypoints),
-                          out_dir / f"{stem}_keypoints.json")
+        data = write_json(
+            faces_json(str(path), image.width, image.height, boxes, keypoints), out_dir / f"{stem}_keypoints.json"
+        )
         written.append((str(path), len(boxes), overlay, data))
     return written

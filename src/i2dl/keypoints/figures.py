@@ -7,16 +7,23 @@ from typing import Sequence
 
 import torch
 
-from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.keypoints.data import to_pixels
+from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.training import FigureCallback
 from i2dl.viz import grid_axes, plt, save_figure
 
 TRUE_COLOUR, PRED_COLOUR = "#2ca02c", "#d62728"
 
 
-def plot_keypoint_grid(images: torch.Tensor, pred: torch.Tensor, targets: torch.Tensor | None, path: Path,
-                       errors_px: Sequence[float] | None = None, ncols: int = 6, title: str = "") -> Path:
+def plot_keypoint_grid(
+    images: torch.Tensor,
+    pred: torch.Tensor,
+    targets: torch.Tensor | None,
+    path: Path,
+    errors_px: Sequence[float] | None = None,
+    ncols: int = 6,
+    title: str = "",
+) -> Path:
     """Faces (N, 1, 96, 96) in [0, 1]; `pred` (N, 30) normalised; `targets` (N, 15, 3) or None (no truth)."""
     fig, axes = grid_axes(len(images), ncols, (2.0, 2.15))
     pred_px = to_pixels(pred.detach().float().view(-1, NUM_KEYPOINTS, 2))
@@ -26,8 +33,7 @@ def plot_keypoint_grid(images: torch.Tensor, pred: torch.Tensor, targets: torch.
             seen = targets[k, :, 2] > 0.5
             true_px = to_pixels(targets[k, :, :2])[seen]
             ax.scatter(true_px[:, 0], true_px[:, 1], s=9, c=TRUE_COLOUR, marker="o", label="true")
-        ax.scatter(pred_px[k, :, 0], pred_px[k, :, 1], s=11, c=PRED_COLOUR, marker="x", linewidths=1,
-                   label="predicted")
+        ax.scatter(pred_px[k, :, 0], pred_px[k, :, 1], s=11, c=PRED_COLOUR, marker="x", linewidths=1, label="predicted")
         if errors_px is not None:
             ax.set_title(f"RMSE {float(errors_px[k]):.2f} px", fontsize=8)
     fig.suptitle(title)
@@ -70,13 +76,26 @@ class KeypointFigures(FigureCallback):
         x, pred, targets = (torch.cat(parts) for parts in zip(*self.outputs))
         self.outputs = []
         errors = image_errors_px(pred, targets)
-        title = f"test: score {metrics.get('test/score', float('nan')):.0f}, RMSE {metrics.get('test/rmse_px', float('nan')):.2f} px"
+        score, rmse = metrics.get("test/score", float("nan")), metrics.get("test/rmse_px", float("nan"))
+        title = f"test: score {score:.0f}, RMSE {rmse:.2f} px"
         n = self.grid_faces
-        plot_keypoint_grid(x[:n], pred[:n], targets[:n], self.folder / "test_predictions.png", errors[:n],
-                           title=f"{title} (green: true, red: predicted)")
+        plot_keypoint_grid(
+            x[:n],
+            pred[:n],
+            targets[:n],
+            self.folder / "test_predictions.png",
+            errors[:n],
+            title=f"{title} (green: true, red: predicted)",
+        )
         worst = errors.argsort(descending=True)[: self.worst_faces]
-        plot_keypoint_grid(x[worst], pred[worst], targets[worst], self.folder / "worst_predictions.png", errors[worst],
-                           title="the worst test predictions (green: true, red: predicted)")
+        plot_keypoint_grid(
+            x[worst],
+            pred[worst],
+            targets[worst],
+            self.folder / "worst_predictions.png",
+            errors[worst],
+            title="the worst test predictions (green: true, red: predicted)",
+        )
         per_keypoint = torch.tensor([metrics.get(f"test/rmse_px/{name}", float("nan")) for name in KEYPOINT_NAMES])
         plot_keypoint_errors(per_keypoint, self.folder / "keypoint_errors.png", title=title)
         self.curves(self.title)

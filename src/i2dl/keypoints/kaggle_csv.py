@@ -26,10 +26,21 @@ from i2dl.errors import DataError
 IMAGE_SIZE = 96
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 KEYPOINT_NAMES = (
-    "left_eye_center", "right_eye_center", "left_eye_inner_corner", "left_eye_outer_corner",
-    "right_eye_inner_corner", "right_eye_outer_corner", "left_eyebrow_inner_end", "left_eyebrow_outer_end",
-    "right_eyebrow_inner_end", "right_eyebrow_outer_end", "nose_tip", "mouth_left_corner", "mouth_right_corner",
-    "mouth_center_top_lip", "mouth_center_bottom_lip",
+    "left_eye_center",
+    "right_eye_center",
+    "left_eye_inner_corner",
+    "left_eye_outer_corner",
+    "right_eye_inner_corner",
+    "right_eye_outer_corner",
+    "left_eyebrow_inner_end",
+    "left_eyebrow_outer_end",
+    "right_eyebrow_inner_end",
+    "right_eyebrow_outer_end",
+    "nose_tip",
+    "mouth_left_corner",
+    "mouth_right_corner",
+    "mouth_center_top_lip",
+    "mouth_center_bottom_lip",
 )
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 COORDINATE_COLUMNS = tuple(f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y"))
@@ -53,8 +64,9 @@ class FaceKeypoints:
         return len(self.images)
 
     def subset(self, index: torch.Tensor | slice) -> "FaceKeypoints":
-        return FaceKeypoints(self.images[index], self.keypoints[index], self.visible[index], self.lines[index],
-                             self.source)
+        return FaceKeypoints(
+            self.images[index], self.keypoints[index], self.visible[index], self.lines[index], self.source
+        )
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -79,16 +91,19 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 def _parse_image(text: str, path: Path, line: int) -> np.ndarray:
     values = text.split()
     if len(values) != NUM_PIXELS:
-        raise DataError(f"{path}, line {line}: Image has {len(values)} pixel values, expected "
-                        f"{NUM_PIXELS} ({IMAGE_SIZE}x{IMAGE_SIZE})")
+        raise DataError(
+            f"{path}, line {line}: Image has {len(values)} pixel values, expected "
+            f"{NUM_PIXELS} ({IMAGE_SIZE}x{IMAGE_SIZE})"
+        )
     try:
         pixels = np.array(values, dtype=np.float32)
     except ValueError:
         bad = next(v for v in values if not _is_number(v))
         raise DataError(f"{path}, line {line}: Image holds a non-numeric value {bad!r}") from None
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
-        raise DataError(f"{path}, line {line}: Image values must lie in 0..255 "
-                        f"(found {pixels.min():g}..{pixels.max():g})")
+        raise DataError(
+            f"{path}, line {line}: Image values must lie in 0..255 (found {pixels.min():g}..{pixels.max():g})"
+        )
     return np.rint(pixels).astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
 
 
@@ -104,9 +119,11 @@ def _header_index(header: list[str], required: tuple[str, ...], path: Path) -> l
     header = [h.strip().lstrip("\ufeff") for h in header]
     missing = [c for c in required if c not in header]
     if missing:
-        raise DataError(f"{path}, line 1: missing column {missing[0]!r}"
-                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                        + f"; expected Kaggle's columns {required[0]}, ..., {required[-1]}")
+        raise DataError(
+            f"{path}, line 1: missing column {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + f"; expected Kaggle's columns {required[0]}, ..., {required[-1]}"
+        )
     return [header.index(c) for c in required]
 
 
@@ -165,8 +182,13 @@ def _read_keypoints_csv_cached(key: tuple[str, int, int], missing: str) -> FaceK
     if not images:
         what = "no face with all 15 keypoints (try missing='mask')" if missing == "drop" else "no faces"
         raise DataError(f"{path}: {what}")
-    faces = FaceKeypoints(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(coords)),
-                          torch.from_numpy(np.stack(visible)), torch.tensor(lines), str(path))
+    faces = FaceKeypoints(
+        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(np.stack(coords)),
+        torch.from_numpy(np.stack(visible)),
+        torch.tensor(lines),
+        str(path),
+    )
     for tensor in (faces.images, faces.keypoints, faces.visible):
         tensor.requires_grad_(False)
     return faces
@@ -228,5 +250,7 @@ def split_path(data_dir: str | os.PathLike, split: str) -> Path:
         candidate = folder / f"{SPLIT_FILES[split]}{suffix}"
         if candidate.is_file():
             return candidate
-    raise DataError(f"{folder}: no {SPLIT_FILES[split]}.csv or {SPLIT_FILES[split]}.csv.gz; put Kaggle's "
-                    f"facial-keypoints CSV files there (or pass --data.data_dir / set I2DL_DATA)")
+    raise DataError(
+        f"{folder}: no {SPLIT_FILES[split]}.csv or {SPLIT_FILES[split]}.csv.gz; put Kaggle's "
+        f"facial-keypoints CSV files there (or pass --data.data_dir / set I2DL_DATA)"
+    )

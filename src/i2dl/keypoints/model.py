@@ -6,13 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from i2dl.keypoints.kaggle_csv import IMAGE_SIZE, NUM_KEYPOINTS
 from i2dl.layers import Normalize
 
-from i2dl.keypoints.kaggle_csv import IMAGE_SIZE, NUM_KEYPOINTS
-
 FACES_MEAN, FACES_STD = 0.45, 0.25  # of the training faces' grey values in [0, 1], rounded
-
-
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -27,12 +24,28 @@ class LabKeypointCNN(nn.Sequential):
         w = width
         super().__init__(
             Normalize(FACES_MEAN, FACES_STD),
-            nn.Conv2d(1, w, 4), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),             # 96 -> 93 -> 46
-            nn.Conv2d(w, 2 * w, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),         # 46 -> 44 -> 22
-            nn.Conv2d(2 * w, 4 * w, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),     # 22 -> 21 -> 10
-            nn.Conv2d(4 * w, 8 * w, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),     # 10 -> 10 -> 5
-            nn.Flatten(), nn.Linear(8 * w * 25, 256), nn.ReLU(), nn.Dropout(2 * dropout),
-            nn.Linear(256, 2 * num_keypoints), nn.Tanh(),
+            nn.Conv2d(1, w, 4),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(dropout),  # 96 -> 93 -> 46
+            nn.Conv2d(w, 2 * w, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(dropout),  # 46 -> 44 -> 22
+            nn.Conv2d(2 * w, 4 * w, 2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(dropout),  # 22 -> 21 -> 10
+            nn.Conv2d(4 * w, 8 * w, 1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(dropout),  # 10 -> 10 -> 5
+            nn.Flatten(),
+            nn.Linear(8 * w * 25, 256),
+            nn.ReLU(),
+            nn.Dropout(2 * dropout),
+            nn.Linear(256, 2 * num_keypoints),
+            nn.Tanh(),
         )
 
 
@@ -53,11 +66,16 @@ class KeypointNet(nn.Sequential):
         w = width
         super().__init__(
             Normalize(FACES_MEAN, FACES_STD),
-            conv_bn(1, w, 2),                               # 96 -> 48
-            conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w),    # -> 24
-            conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w),  # -> 12
-            conv_bn(4 * w, 8 * w, 2), conv_bn(8 * w, 8 * w),  # -> 6
-            nn.Flatten(), nn.Dropout(dropout), FloatLinear(8 * w * (IMAGE_SIZE // 16) ** 2, 2 * num_keypoints),
+            conv_bn(1, w, 2),  # 96 -> 48
+            conv_bn(w, 2 * w, 2),
+            conv_bn(2 * w, 2 * w),  # -> 24
+            conv_bn(2 * w, 4 * w, 2),
+            conv_bn(4 * w, 4 * w),  # -> 12
+            conv_bn(4 * w, 8 * w, 2),
+            conv_bn(8 * w, 8 * w),  # -> 6
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            FloatLinear(8 * w * (IMAGE_SIZE // 16) ** 2, 2 * num_keypoints),
         )
 
 

@@ -12,10 +12,10 @@ import lightning as L
 import torch
 from torchmetrics import Metric
 
-from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES, NUM_KEYPOINTS
-from i2dl.keypoints.data import HALF
-from i2dl.keypoints.model import build_model
 from i2dl.hardware import resolve_channels_last, resolve_precision
+from i2dl.keypoints.data import HALF
+from i2dl.keypoints.kaggle_csv import KEYPOINT_NAMES, NUM_KEYPOINTS
+from i2dl.keypoints.model import build_model
 from i2dl.schedules import WarmupCosine
 from i2dl.training import CompatibleCheckpoints, lightning_optimizers, total_training_steps
 
@@ -47,19 +47,21 @@ class KeypointErrors(Metric):
     def update(self, pred: torch.Tensor, targets: torch.Tensor) -> None:
         pred = pred.detach().double().view(-1, NUM_KEYPOINTS, 2)
         visible = targets[..., 2:3].double().expand_as(pred)
-        sq = (pred - targets[..., :2].double()) ** 2 * visible        # (B, 15, 2), normalised units
+        sq = (pred - targets[..., :2].double()) ** 2 * visible  # (B, 15, 2), normalised units
         per_image = visible.sum((1, 2))
         has = per_image > 0
         self.image_mse_sum += (sq.sum((1, 2))[has] / per_image[has]).sum()
         self.images += has.sum()
-        self.sq_px += sq.sum(-1).sum(0) * HALF ** 2
+        self.sq_px += sq.sum(-1).sum(0) * HALF**2
         self.coords += visible.sum(-1).sum(0)
 
     def compute(self) -> dict[str, torch.Tensor]:
         mse = self.image_mse_sum / self.images.clamp(min=1)
-        return {"score": (1.0 / (2.0 * mse.clamp(min=1e-12))).float(),
-                "rmse_px": (self.sq_px.sum() / self.coords.sum().clamp(min=1)).sqrt().float(),
-                "rmse_px_per_keypoint": (self.sq_px / self.coords.clamp(min=1)).sqrt().float()}
+        return {
+            "score": (1.0 / (2.0 * mse.clamp(min=1e-12))).float(),
+            "rmse_px": (self.sq_px.sum() / self.coords.sum().clamp(min=1)).sqrt().float(),
+            "rmse_px_per_keypoint": (self.sq_px / self.coords.clamp(min=1)).sqrt().float(),
+        }
 
 
 def image_errors_px(pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -87,12 +89,20 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
     Test steps return images, predictions and targets for `KeypointFigures`.
     """
 
-    def __init__(self, arch: Literal["keypointnet", "lab_cnn"] = "keypointnet", width: int = 16,
-                 dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
-                 optimizer: Literal["adam", "adamw"] = "adam",
-                 schedule: Literal["constant", "onecycle", "cosine"] = "constant",
-                 loss: Literal["mse", "smooth_l1"] = "mse", smooth_l1_beta: float = 0.02,
-                 channels_last: bool | Literal["auto"] = "auto", tta_mirror: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        arch: Literal["keypointnet", "lab_cnn"] = "keypointnet",
+        width: int = 16,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        schedule: Literal["constant", "onecycle", "cosine"] = "constant",
+        loss: Literal["mse", "smooth_l1"] = "mse",
+        smooth_l1_beta: float = 0.02,
+        channels_last: bool | Literal["auto"] = "auto",
+        tta_mirror: list[float] | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if tta_mirror is not None and len(tta_mirror) != NUM_KEYPOINTS:
@@ -127,8 +137,9 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
             return masked_mse(pred, targets)
         pred = pred.float().view(-1, NUM_KEYPOINTS, 2)
         weight = targets[..., 2:3].expand_as(pred)
-        per = torch.nn.functional.smooth_l1_loss(pred, targets[..., :2], reduction="none",
-                                                 beta=self.hparams.smooth_l1_beta)
+        per = torch.nn.functional.smooth_l1_loss(
+            pred, targets[..., :2], reduction="none", beta=self.hparams.smooth_l1_beta
+        )
         return (per * weight).sum() / weight.sum().clamp(min=1)
 
     def training_step(self, batch, batch_idx):
@@ -173,7 +184,11 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
             return optimizer
         # linear warm-up from 1/25 over 15% of the steps ("onecycle") or none ("cosine"), cosine down to 1/1000;
         # the total is counted again when a run resumes, so a longer run stretches the schedule
-        scheduler = WarmupCosine(optimizer, total_training_steps(self.trainer),
-                                 warmup=0.15 if hp.schedule == "onecycle" else 0.0, start_factor=1 / 25,
-                                 end_factor=1e-3)
+        scheduler = WarmupCosine(
+            optimizer,
+            total_training_steps(self.trainer),
+            warmup=0.15 if hp.schedule == "onecycle" else 0.0,
+            start_factor=1 / 25,
+            end_factor=1e-3,
+        )
         return lightning_optimizers(optimizer, scheduler)

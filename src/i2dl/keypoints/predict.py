@@ -9,17 +9,17 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from i2dl.keypoints.kaggle_csv import COORDINATE_COLUMNS, IMAGE_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS
 from i2dl.errors import DataError
 from i2dl.files import atomic_open, write_text, write_with
 from i2dl.keypoints.data import to_pixels
+from i2dl.keypoints.kaggle_csv import COORDINATE_COLUMNS, IMAGE_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS
 
 
 @dataclass
@@ -58,9 +58,8 @@ def to_face_input(image: Image.Image) -> tuple[torch.Tensor, Letterbox]:
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     canvas = np.full((side, side), float(np.median(border)), dtype=np.float32)
     top, left = (side - h) // 2, (side - w) // 2
-    canvas[top: top + h, left: left + w] = gray
-    small = Image.fromarray(canvas.astype(np.uint8)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR,
-                                                            reducing_gap=3.0)
+    canvas[top : top + h, left : left + w] = gray
+    small = Image.fromarray(canvas.astype(np.uint8)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR, reducing_gap=3.0)
     x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).unsqueeze(0)
     return x, Letterbox(w, h, side / IMAGE_SIZE, float(left), float(top))
 
@@ -76,25 +75,35 @@ def draw_overlay(image: Image.Image, keypoints: torch.Tensor, path: Path) -> Pat
 
 
 @torch.no_grad()
-def predict_pixels(model: Callable[[torch.Tensor], torch.Tensor], faces: torch.Tensor, batch_size: int = 256
-                   ) -> torch.Tensor:
+def predict_pixels(
+    model: Callable[[torch.Tensor], torch.Tensor], faces: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """(N, 1, 96, 96) in [0, 1] -> (N, 15, 2) keypoints in pixels of the 96x96 faces."""
-    out = [model(faces[i:i + batch_size]).float().view(-1, NUM_KEYPOINTS, 2) for i in range(0, len(faces), batch_size)]
+    out = [
+        model(faces[i : i + batch_size]).float().view(-1, NUM_KEYPOINTS, 2) for i in range(0, len(faces), batch_size)
+    ]
     return to_pixels(torch.cat(out))
 
 
 def keypoints_json(path: str | Path, box: Letterbox, keypoints: torch.Tensor) -> dict:
-    return {"image": str(path), "width": box.width, "height": box.height, "units": "pixels of the original image",
-            "keypoints": {name: [round(float(x), 2), round(float(y), 2)]
-                          for name, (x, y) in zip(KEYPOINT_NAMES, keypoints.tolist())}}
+    return {
+        "image": str(path),
+        "width": box.width,
+        "height": box.height,
+        "units": "pixels of the original image",
+        "keypoints": {
+            name: [round(float(x), 2), round(float(y), 2)] for name, (x, y) in zip(KEYPOINT_NAMES, keypoints.tolist())
+        },
+    }
 
 
 def write_json(data: dict, path: Path) -> Path:
     return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def write_submission(ids: list[int], keypoints_px: torch.Tensor, table: list[tuple[int, int, str]],
-                     path: Path, source: str) -> int:
+def write_submission(
+    ids: list[int], keypoints_px: torch.Tensor, table: list[tuple[int, int, str]], path: Path, source: str
+) -> int:
     """Kaggle's `RowId,Location` file: the lookup table's features, clipped to [0, 96]; written atomically."""
     by_image = {image_id: k for k, image_id in enumerate(ids)}
     flat = keypoints_px.reshape(len(ids), -1).clamp(0, IMAGE_SIZE)
@@ -104,7 +113,8 @@ def write_submission(ids: list[int], keypoints_px: torch.Tensor, table: list[tup
         writer.writerow(["RowId", "Location"])
         for row_id, image_id, feature in table:
             if image_id not in by_image:
-                raise DataError(f"{source}: RowId {row_id} asks for ImageId {image_id}, which the test file "
-                                f"does not hold")
+                raise DataError(
+                    f"{source}: RowId {row_id} asks for ImageId {image_id}, which the test file does not hold"
+                )
             writer.writerow([row_id, f"{float(flat[by_image[image_id], column[feature]]):.4f}"])
     return len(table)

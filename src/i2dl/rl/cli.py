@@ -53,14 +53,26 @@ def train_parser(algo_name: str):
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     _, config_class = algorithm(algo_name)
-    parser = ArgumentParser(prog="i2dl rl train", exit_on_error=False, default_env=False,
-                            description=f"Train {algo_name} (settings below; a YAML file's `algo:` picks the "
-                                        f"algorithm).")
+    parser = ArgumentParser(
+        prog="i2dl rl train",
+        exit_on_error=False,
+        default_env=False,
+        description=f"Train {algo_name} (settings below; a YAML file's `algo:` picks the algorithm).",
+    )
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file of settings (configs/rl/*.yaml)")
-    parser.add_argument("--algo", type=str, default=algo_name, choices=list(ALGORITHMS),
-                        help="reinforce or ppo (overrides the file's algo)")
-    parser.add_argument("--run_dir", type=Optional[str], default=None,  # noqa: UP045 (jsonargparse reads it)
-                        help="folder of this run (default: runs/rl/<config name>)")
+    parser.add_argument(
+        "--algo",
+        type=str,
+        default=algo_name,
+        choices=list(ALGORITHMS),
+        help="reinforce or ppo (overrides the file's algo)",
+    )
+    parser.add_argument(
+        "--run_dir",
+        type=Optional[str],
+        default=None,  # noqa: UP045 (jsonargparse reads it)
+        help="folder of this run (default: runs/rl/<config name>)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
     parser.add_class_arguments(config_class, as_group=True)
     return parser, config_class
@@ -100,8 +112,18 @@ def _parse_error(message: str, algo_name: str, config_class, source: str) -> str
 
 
 def _validate(config, source: str) -> None:
-    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_every", "threads", "hidden",
-                 "frame_stack", "workers", "env_groups"):
+    for name in (
+        "num_envs",
+        "num_steps",
+        "num_minibatches",
+        "update_epochs",
+        "checkpoint_every",
+        "threads",
+        "hidden",
+        "frame_stack",
+        "workers",
+        "env_groups",
+    ):
         value = getattr(config, name, None)
         if value is not None and value < 1:
             raise I2DLError(f"{source}: {name} must be positive, got {value}")
@@ -139,8 +161,10 @@ def train(argv: list[str]) -> None:
         raise I2DLError(f"{config_path}: algo must be reinforce or ppo, got {algo_name!r}")
     if algo_name is None:
         if any(arg in ("-h", "--help") for arg in argv):
-            print("usage: i2dl rl train [-c CONFIG.yaml] [--algo {reinforce,ppo}] [--run_dir DIR] [--resume] "
-                  "[--name value ...]\n\nThe settings depend on the algorithm: i2dl rl train --algo ppo --help")
+            print(
+                "usage: i2dl rl train [-c CONFIG.yaml] [--algo {reinforce,ppo}] [--run_dir DIR] [--resume] "
+                "[--name value ...]\n\nThe settings depend on the algorithm: i2dl rl train --algo ppo --help"
+            )
             sys.exit(0)
         raise I2DLError("no algorithm: give --algo reinforce|ppo or a config file with `algo:`")
     algorithm(algo_name)  # a one-line error for an unknown name
@@ -158,8 +182,10 @@ def train(argv: list[str]) -> None:
     summary = module.train(config, run_dir, resume=options.resume, config_name=name)
     recent = summary["recent_returns"]
     shown = f"{np.mean(recent):.1f} (last {len(recent)} episodes)" if recent else "- (no episode finished)"
-    print(f"\ntrain finished: {summary['global_step']} environment steps, mean return {shown}, "
-          f"{time.perf_counter() - started:.0f} s this session, {summary['wall_time']:.0f} s in all")
+    print(
+        f"\ntrain finished: {summary['global_step']} environment steps, mean return {shown}, "
+        f"{time.perf_counter() - started:.0f} s this session, {summary['wall_time']:.0f} s in all"
+    )
     print(f"run folder: {run_dir}")
     print(f"checkpoint: {run_dir / 'checkpoints' / 'last.pt'}")
 
@@ -171,10 +197,15 @@ def evaluate(argv: list[str]) -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=10_000, help="game k is reset with seed + k")
     parser.add_argument("--sampled", action="store_true", help="sample actions from the policy (default: greedy)")
-    parser.add_argument("--sticky", type=float, default=0.0,
-                        help="sticky-action probability (Atari; 0.25 is the protocol of Machado et al. 2018)")
-    parser.add_argument("--protocols", action="store_true",
-                        help="all four: no sticky actions and sticky 0.25, each greedy and sampled")
+    parser.add_argument(
+        "--sticky",
+        type=float,
+        default=0.0,
+        help="sticky-action probability (Atari; 0.25 is the protocol of Machado et al. 2018)",
+    )
+    parser.add_argument(
+        "--protocols", action="store_true", help="all four: no sticky actions and sticky 0.25, each greedy and sampled"
+    )
     parser.add_argument("--env_id", help="evaluate on another environment id (it must fit the network)")
     args = parser.parse_args(argv)
     if args.episodes < 1:
@@ -187,11 +218,17 @@ def evaluate(argv: list[str]) -> None:
 
     torch.set_num_threads(1)
     agent = load_agent(args.ckpt_path, args.env_id)
-    runs = [(name, p, greedy) for name, p in PROTOCOLS.items() for greedy in (True, False)] if args.protocols \
-        else [(f"sticky actions {args.sticky:g}" if args.sticky else "no sticky actions", args.sticky,
-               not args.sampled)]
-    print(f"{agent.checkpoint['algo']} on {agent.env_id} after {agent.checkpoint['global_step']} training steps "
-          f"({agent.path}), {args.episodes} games with seeds {args.seed}, {args.seed + 1}, ...")
+    runs = (
+        [(name, p, greedy) for name, p in PROTOCOLS.items() for greedy in (True, False)]
+        if args.protocols
+        else [
+            (f"sticky actions {args.sticky:g}" if args.sticky else "no sticky actions", args.sticky, not args.sampled)
+        ]
+    )
+    print(
+        f"{agent.checkpoint['algo']} on {agent.env_id} after {agent.checkpoint['global_step']} training steps "
+        f"({agent.path}), {args.episodes} games with seeds {args.seed}, {args.seed + 1}, ..."
+    )
     for protocol, sticky, greedy in runs:
         started = time.perf_counter()
         returns = evaluate_agent(agent, args.episodes, args.seed, greedy, sticky)
@@ -222,8 +259,15 @@ def record(argv: list[str]) -> None:
     env = agent.make_env(args.seed, args.sticky, render_mode="rgb_array")
     frames: list[np.ndarray] = []
     try:
-        returns = run_episodes(agent.network, env, args.episodes, args.seed, greedy=not args.sampled, frames=frames,
-                               max_frames=args.max_frames)
+        returns = run_episodes(
+            agent.network,
+            env,
+            args.episodes,
+            args.seed,
+            greedy=not args.sampled,
+            frames=frames,
+            max_frames=args.max_frames,
+        )
     except gym.error.DependencyNotInstalled as err:
         raise I2DLError(f"cannot draw {agent.env_id}: {err} (or pip install 'i2dl[video]')") from None
     finally:
@@ -241,8 +285,7 @@ def write_video(frames: list[np.ndarray], output: Path, fps: int) -> None:
             from PIL import Image
 
             images = [Image.fromarray(np.asarray(f)) for f in frames]
-            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps),
-                           loop=0)
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
             return
         try:
             import imageio.v2 as imageio
@@ -251,8 +294,10 @@ def write_video(frames: list[np.ndarray], output: Path, fps: int) -> None:
                 for frame in frames:
                     writer.append_data(np.asarray(frame))
         except (ImportError, ValueError, RuntimeError) as err:
-            raise I2DLError(f"cannot write {output}: MP4 needs imageio and imageio-ffmpeg "
-                            f"(pip install 'i2dl[video]'), or write a .gif ({str(err).splitlines()[0]})") from None
+            raise I2DLError(
+                f"cannot write {output}: MP4 needs imageio and imageio-ffmpeg "
+                f"(pip install 'i2dl[video]'), or write a .gif ({str(err).splitlines()[0]})"
+            ) from None
 
 
 def main(argv: list[str]) -> None:

@@ -100,9 +100,16 @@ ATARI_FRAME_SKIP = 4  # Atari frames behind one agent step with the `atari` prep
 VECTORIZATIONS = ("sync", "async", "ale")
 
 
-def make_env(env_id: str, seed: int | None = None, preprocessing: str = "none", frame_stack: int = 4,
-             env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None,
-             record_stats: bool = True, stack_padding: str = "reset") -> gym.Env:
+def make_env(
+    env_id: str,
+    seed: int | None = None,
+    preprocessing: str = "none",
+    frame_stack: int = 4,
+    env_kwargs: dict[str, Any] | None = None,
+    render_mode: str | None = None,
+    record_stats: bool = True,
+    stack_padding: str = "reset",
+) -> gym.Env:
     """One environment with the chosen observation pipeline (see the module docstring); `stack_padding` is how
     the `atari` frame stack starts an episode: copies of the first frame ("reset") or zeros ("zero", as ale-py's
     vector env does)."""
@@ -133,27 +140,42 @@ def make_env(env_id: str, seed: int | None = None, preprocessing: str = "none", 
     return env
 
 
-def make_vector_env(env_id: str, num_envs: int, seed: int, preprocessing: str = "none", frame_stack: int = 4,
-                    env_kwargs: dict[str, Any] | None = None, vectorization: str = "sync",
-                    threads: int = 0, groups: int = 1) -> gym.vector.VectorEnv | AtariEnvGroups:
+def make_vector_env(
+    env_id: str,
+    num_envs: int,
+    seed: int,
+    preprocessing: str = "none",
+    frame_stack: int = 4,
+    env_kwargs: dict[str, Any] | None = None,
+    vectorization: str = "sync",
+    threads: int = 0,
+    groups: int = 1,
+) -> gym.vector.VectorEnv | AtariEnvGroups:
     """`num_envs` environments in a gymnasium Sync- or AsyncVectorEnv or in ale-py's vector env (`vectorization`
     ale; `threads` emulator threads, 0: one per core; `groups` > 1: `AtariEnvGroups`), all with next-step
     autoreset, reset with seeds seed, seed+1, ... by the caller (`envs.reset(seed=seed)` seeds sub-env i with
     seed+i)."""
     if vectorization == "ale":
         if preprocessing != "atari":
-            raise I2DLError(f"vectorization 'ale' does the atari preprocessing itself; set preprocessing: atari "
-                            f"(not {preprocessing!r}) or use vectorization sync")
+            raise I2DLError(
+                f"vectorization 'ale' does the atari preprocessing itself; set preprocessing: atari "
+                f"(not {preprocessing!r}) or use vectorization sync"
+            )
         if groups > 1:
             if num_envs % groups:
                 raise I2DLError(f"num_envs ({num_envs}) must be a multiple of env_groups ({groups})")
             per_group = max(1, (threads or os.cpu_count() or 1) // groups)
-            return AtariEnvGroups([make_ale_vector_env(env_id, num_envs // groups, frame_stack, env_kwargs, per_group)
-                                   for _ in range(groups)])
+            return AtariEnvGroups(
+                [
+                    make_ale_vector_env(env_id, num_envs // groups, frame_stack, env_kwargs, per_group)
+                    for _ in range(groups)
+                ]
+            )
         return make_ale_vector_env(env_id, num_envs, frame_stack, env_kwargs, threads)
     make_env(env_id, None, preprocessing, frame_stack, env_kwargs).close()  # fail early, in this process
     thunks: list[Callable[[], gym.Env]] = [
-        (lambda: make_env(env_id, None, preprocessing, frame_stack, env_kwargs)) for _ in range(num_envs)]
+        (lambda: make_env(env_id, None, preprocessing, frame_stack, env_kwargs)) for _ in range(num_envs)
+    ]
     if vectorization == "sync":
         envs = gym.vector.SyncVectorEnv(thunks)
     elif vectorization == "async":
@@ -170,8 +192,9 @@ def ale_game(env_id: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def make_ale_vector_env(env_id: str, num_envs: int, frame_stack: int = 4, env_kwargs: dict[str, Any] | None = None,
-                        threads: int = 0) -> gym.vector.VectorEnv:
+def make_ale_vector_env(
+    env_id: str, num_envs: int, frame_stack: int = 4, env_kwargs: dict[str, Any] | None = None, threads: int = 0
+) -> gym.vector.VectorEnv:
     """ale-py's `AtariVectorEnv` with the standard preprocessing (frame skip 4 with max-pooling, 84x84 grey,
     `frame_stack` frames, up to 30 no-op starts, FIRE at reset) and raw (unclipped) rewards, so that returns are game
     scores. `env_kwargs` are its settings (e.g. `repeat_action_probability: 0.25` for sticky actions);
@@ -187,11 +210,14 @@ def make_ale_vector_env(env_id: str, num_envs: int, frame_stack: int = 4, env_kw
     if "max_episode_steps" in kwargs:
         kwargs["max_num_frames_per_episode"] = int(kwargs.pop("max_episode_steps")) * ATARI_FRAME_SKIP
     if kwargs.pop("frameskip", 1) != 1:
-        raise I2DLError("vectorization 'ale' always skips 4 frames per agent step (AtariPreprocessing's skip); "
-                        "leave frameskip out of env_kwargs")
+        raise I2DLError(
+            "vectorization 'ale' always skips 4 frames per agent step (AtariPreprocessing's skip); "
+            "leave frameskip out of env_kwargs"
+        )
     try:
-        return AtariVectorEnv(ale_game(env_id), num_envs, num_threads=threads, stack_num=frame_stack,
-                              frameskip=ATARI_FRAME_SKIP, **kwargs)
+        return AtariVectorEnv(
+            ale_game(env_id), num_envs, num_threads=threads, stack_num=frame_stack, frameskip=ATARI_FRAME_SKIP, **kwargs
+        )
     except TypeError as err:
         raise I2DLError(f"bad env_kwargs {env_kwargs} for ale-py's vector env: {err}") from None
 
@@ -204,7 +230,7 @@ class AtariEnvGroups:
     def __init__(self, groups: list) -> None:
         self.groups = groups
         self.sizes = [g.num_envs for g in groups]
-        self.slices = [slice(sum(self.sizes[:k]), sum(self.sizes[:k + 1])) for k in range(len(groups))]
+        self.slices = [slice(sum(self.sizes[:k]), sum(self.sizes[: k + 1])) for k in range(len(groups))]
         self.num_envs = sum(self.sizes)
         self.single_observation_space = groups[0].single_observation_space
         self.single_action_space = groups[0].single_action_space

@@ -53,14 +53,12 @@ class Agent:
     def env_id(self) -> str:
         return self.config["env_id"]
 
-    def make_env(self, seed: int = 0, sticky: float = 0.0, render_mode: str | None = None,
-                 env_id: str | None = None):
+    def make_env(self, seed: int = 0, sticky: float = 0.0, render_mode: str | None = None, env_id: str | None = None):
         """One gymnasium environment with the observations this agent was trained on."""
         return agent_env(self.config, env_id or self.env_id, seed, sticky, render_mode)
 
 
-def agent_env(config: dict[str, Any], env_id: str, seed: int = 0, sticky: float = 0.0,
-              render_mode: str | None = None):
+def agent_env(config: dict[str, Any], env_id: str, seed: int = 0, sticky: float = 0.0, render_mode: str | None = None):
     kwargs = dict(config["env_kwargs"])
     if sticky:
         if not is_atari(env_id):
@@ -69,8 +67,15 @@ def agent_env(config: dict[str, Any], env_id: str, seed: int = 0, sticky: float 
     ale = config.get("vectorization") == "ale"
     if ale:  # the vector env's settings, as gymnasium spells them
         kwargs = {"frameskip": 1, "repeat_action_probability": kwargs.get("repeat_action_probability", 0.0)}
-    return make_env(env_id, seed, config["preprocessing"], config.get("frame_stack", 4), kwargs,
-                    render_mode=render_mode, stack_padding="zero" if ale else "reset")
+    return make_env(
+        env_id,
+        seed,
+        config["preprocessing"],
+        config.get("frame_stack", 4),
+        kwargs,
+        render_mode=render_mode,
+        stack_padding="zero" if ale else "reset",
+    )
 
 
 def load_agent(ckpt_path: str | Path, env_id: str | None = None) -> Agent:
@@ -92,8 +97,9 @@ def load_agent(ckpt_path: str | Path, env_id: str | None = None) -> Agent:
     try:
         network = module.build_network(config, env.observation_space.shape, int(env.action_space.n))
     except RuntimeError as err:  # a conv net cannot take these observations at all
-        raise CheckpointError(f"{path} does not fit {env_id}'s observations {env.observation_space.shape}: "
-                              f"{str(err).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path} does not fit {env_id}'s observations {env.observation_space.shape}: {str(err).splitlines()[0]}"
+        ) from None
     finally:
         env.close()
     check_checkpoint_fits(checkpoint, str(path), checkpoint["algo"], env_id, network)
@@ -101,8 +107,9 @@ def load_agent(ckpt_path: str | Path, env_id: str | None = None) -> Agent:
     return Agent(network.eval(), checkpoint, {**config, "env_id": env_id}, path)
 
 
-def run_episodes(network, env, episodes: int, seed: int, greedy: bool, frames: list | None = None,
-                 max_frames: int = 0) -> list[float]:
+def run_episodes(
+    network, env, episodes: int, seed: int, greedy: bool, frames: list | None = None, max_frames: int = 0
+) -> list[float]:
     """Returns of `episodes` episodes of one gymnasium env reset with seeds seed, seed+1, ...; optionally collects
     rendered frames."""
     returns = []
@@ -141,8 +148,14 @@ def play_games(network, envs, seed: int, greedy: bool, max_steps: int = 10**7) -
     raise RuntimeError(f"games did not end within {max_steps} steps")
 
 
-def evaluate_agent(agent: Agent, episodes: int, seed: int = EVAL_SEED, greedy: bool = True, sticky: float = 0.0,
-                   env_id: str | None = None) -> list[float]:
+def evaluate_agent(
+    agent: Agent,
+    episodes: int,
+    seed: int = EVAL_SEED,
+    greedy: bool = True,
+    sticky: float = 0.0,
+    env_id: str | None = None,
+) -> list[float]:
     """Scores of `episodes` games with seeds seed, seed+1, ... (see the module docstring for the protocols)."""
     env_id = env_id or agent.env_id
     if agent.config.get("vectorization") == "ale" and env_id == agent.env_id:
@@ -161,5 +174,7 @@ def evaluate_agent(agent: Agent, episodes: int, seed: int = EVAL_SEED, greedy: b
 
 def summarize(values) -> str:
     values = np.asarray(list(values), dtype=float)
-    return (f"mean {values.mean():.2f} ± {values.std():.2f} (min {values.min():.0f}, max {values.max():.0f}, "
-            f"{len(values)} episodes)")
+    return (
+        f"mean {values.mean():.2f} ± {values.std():.2f} (min {values.min():.0f}, max {values.max():.0f}, "
+        f"{len(values)} episodes)"
+    )

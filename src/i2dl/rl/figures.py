@@ -32,8 +32,10 @@ def plot_learning_curve(run_dir: str | Path, title: str = "") -> Path | None:
         return None
     returns = episodes["episode_return"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, x, label in ((axes[0], episodes["step"], "environment steps"),
-                         (axes[1], episodes["wall_time"] / 60, "wall time (minutes)")):
+    for ax, x, label in (
+        (axes[0], episodes["step"], "environment steps"),
+        (axes[1], episodes["wall_time"] / 60, "wall time (minutes)"),
+    ):
         ax.plot(x, returns, ".", alpha=0.25, markersize=3, label="episode")
         ax.plot(x, smooth(returns, 0.9), label="smoothed (0.9)")
         ax.set_xlabel(label)
@@ -64,9 +66,12 @@ def plot_win_percentage(run_dir: str | Path, title: str = "") -> Path | None:
     return save_figure(fig, Path(run_dir) / "figures" / "win_percentage.png")
 
 
-def plot_score_comparison(runs: Sequence[tuple[str, str | Path]], path: Path,
-                          evaluations: dict[str, list[tuple[int, float, float]]] | None = None,
-                          title: str = "") -> Path | None:
+def plot_score_comparison(
+    runs: Sequence[tuple[str, str | Path]],
+    path: Path,
+    evaluations: dict[str, list[tuple[int, float, float]]] | None = None,
+    title: str = "",
+) -> Path | None:
     """Training score (smoothed, sampled actions) of several runs against agent steps and against wall time, one
     colour per run (`runs` = (label, run folder) pairs); `evaluations[label]` adds evaluation points
     (agent step, wall seconds, mean score) of that run's checkpoints as markers."""

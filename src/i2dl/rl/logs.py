@@ -48,8 +48,14 @@ class RunLogger:
     """episodes.csv + metrics.csv + TensorBoard (`charts/episodic_return`, `losses/...`) for one run. Wall time is
     the training time summed over all sessions of the run, so a resumed curve continues along both axes."""
 
-    def __init__(self, run_dir: Path, metric_fields: list[str], resume_step: int | None = None,
-                 wall_time_before: float = 0.0, tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        metric_fields: list[str],
+        resume_step: int | None = None,
+        wall_time_before: float = 0.0,
+        tensorboard: bool = True,
+    ) -> None:
         self.episodes = CSVLog(run_dir / "episodes.csv", EPISODE_FIELDS, resume_step)
         self.metrics = CSVLog(run_dir / "metrics.csv", ["step", "wall_time", *metric_fields], resume_step)
         self.writer = None
@@ -63,12 +69,21 @@ class RunLogger:
     def wall_time(self) -> float:
         return self._before + time.perf_counter() - self._start
 
-    def episode(self, step: int, episode_return: float, episode_length: int, points_won: int = 0,
-                points_lost: int = 0) -> None:
+    def episode(
+        self, step: int, episode_return: float, episode_length: int, points_won: int = 0, points_lost: int = 0
+    ) -> None:
         self.episode_count += 1
-        self.episodes.write({"step": step, "wall_time": round(self.wall_time(), 3), "episode": self.episode_count,
-                             "episode_return": float(episode_return), "episode_length": int(episode_length),
-                             "points_won": int(points_won), "points_lost": int(points_lost)})
+        self.episodes.write(
+            {
+                "step": step,
+                "wall_time": round(self.wall_time(), 3),
+                "episode": self.episode_count,
+                "episode_return": float(episode_return),
+                "episode_length": int(episode_length),
+                "points_won": int(points_won),
+                "points_lost": int(points_lost),
+            }
+        )
         if self.writer:
             self.writer.add_scalar("charts/episodic_return", episode_return, step)
             self.writer.add_scalar("charts/episodic_length", episode_length, step)
@@ -105,8 +120,17 @@ class EpisodeTracker:
         self.lost += rewards < 0
         finished = []
         for i in np.flatnonzero(dones & valid):
-            finished.append((int(i), {"episode_return": float(self.returns[i]), "episode_length": int(self.lengths[i]),
-                                      "points_won": int(self.won[i]), "points_lost": int(self.lost[i])}))
+            finished.append(
+                (
+                    int(i),
+                    {
+                        "episode_return": float(self.returns[i]),
+                        "episode_length": int(self.lengths[i]),
+                        "points_won": int(self.won[i]),
+                        "points_lost": int(self.lost[i]),
+                    },
+                )
+            )
             self.returns[i] = self.lengths[i] = self.won[i] = self.lost[i] = 0
         return finished
 

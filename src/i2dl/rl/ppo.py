@@ -158,12 +158,20 @@ class MLPActorCritic(ActorCritic):
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: int = 64) -> None:
         super().__init__()
-        self.critic = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
-                                    layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-                                    layer_init(nn.Linear(hidden, 1), std=1.0))
-        self.actor = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
-                                   layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-                                   layer_init(nn.Linear(hidden, n_actions), std=0.01))
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, 1), std=1.0),
+        )
+        self.actor = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, n_actions), std=0.01),
+        )
 
     def trunk(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         obs = obs.float().flatten(1)
@@ -176,15 +184,24 @@ class CNNActorCritic(ActorCritic):
     differences are used as they are. `set_compute` picks bf16 autocast and channels-last for the trunk; the
     heads always compute in float32 (a bf16 log-probability would blur PPO's probability ratio)."""
 
-    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, channels: tuple[int, int, int] = (32, 64, 64),
-                 hidden: int = 512) -> None:
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        n_actions: int,
+        channels: tuple[int, int, int] = (32, 64, 64),
+        hidden: int = 512,
+    ) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.network = nn.Sequential(
-            layer_init(nn.Conv2d(obs_shape[0], c1, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(c1, c2, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(c2, c3, 3, stride=1)), nn.ReLU(),
-            nn.Flatten())
+            layer_init(nn.Conv2d(obs_shape[0], c1, 8, stride=4)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(c1, c2, 4, stride=2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(c2, c3, 3, stride=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
         with torch.no_grad():
             flat = self.network(torch.zeros(1, *obs_shape)).shape[1]
         self.network.append(layer_init(nn.Linear(flat, hidden)))
@@ -226,8 +243,9 @@ def compute_settings(config: dict[str, Any], device: torch.device) -> tuple[str,
         return "32-true", False
     if config["precision"] not in ("auto", "32-true", "bf16-mixed"):
         raise I2DLError(f"precision must be auto, 32-true or bf16-mixed, got {config['precision']!r}")
-    precision = resolve_precision(config["precision"], "gpu" if device.type == "cuda" else "cpu",
-                                  gpu="detect" if device.type == "cuda" else None)
+    precision = resolve_precision(
+        config["precision"], "gpu" if device.type == "cuda" else "cpu", gpu="detect" if device.type == "cuda" else None
+    )
     channels_last = config["channels_last"]
     channels_last = {"true": True, "false": False}.get(str(channels_last).lower(), channels_last)
     try:
@@ -259,23 +277,38 @@ class Rollout:
 PolicyFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def collect_rollout(envs, policy: PolicyFn, value_fn: Callable[[torch.Tensor], torch.Tensor], next_obs: np.ndarray,
-                    autoreset: np.ndarray, num_steps: int, tracker: EpisodeTracker | None = None,
-                    on_episode: Callable[[int, dict], None] | None = None, step_offset: int = 0
-                    ) -> tuple[Rollout, np.ndarray, np.ndarray]:
+def collect_rollout(
+    envs,
+    policy: PolicyFn,
+    value_fn: Callable[[torch.Tensor], torch.Tensor],
+    next_obs: np.ndarray,
+    autoreset: np.ndarray,
+    num_steps: int,
+    tracker: EpisodeTracker | None = None,
+    on_episode: Callable[[int, dict], None] | None = None,
+    step_offset: int = 0,
+) -> tuple[Rollout, np.ndarray, np.ndarray]:
     """Play `num_steps` vector steps. `policy(obs) -> (action, logprob, value)`; `autoreset[i]` says that env i
     ended its episode on the previous step (so this step is its reset step). Returns the rollout, the next
     observation and the autoreset flags to carry into the next rollout."""
     n = envs.num_envs
-    obs_buf = torch.zeros((num_steps, n, *envs.single_observation_space.shape),
-                          dtype=torch.as_tensor(next_obs).dtype)
+    obs_buf = torch.zeros((num_steps, n, *envs.single_observation_space.shape), dtype=torch.as_tensor(next_obs).dtype)
     actions = torch.zeros((num_steps, n), dtype=torch.long)
     logprobs, values, rewards = (torch.zeros((num_steps, n)) for _ in range(3))
     terminated, truncated, valid = (torch.zeros((num_steps, n), dtype=torch.bool) for _ in range(3))
     if isinstance(envs, AtariEnvGroups) and len(envs.groups) > 1:
-        return _collect_in_turns(envs, policy, value_fn, next_obs, autoreset, num_steps, tracker, on_episode,
-                                 step_offset, (obs_buf, actions, logprobs, values, rewards, terminated, truncated,
-                                               valid))
+        return _collect_in_turns(
+            envs,
+            policy,
+            value_fn,
+            next_obs,
+            autoreset,
+            num_steps,
+            tracker,
+            on_episode,
+            step_offset,
+            (obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid),
+        )
     env_seconds = inference_seconds = 0.0
     for t in range(num_steps):
         started = time.perf_counter()
@@ -299,13 +332,36 @@ def collect_rollout(envs, policy: PolicyFn, value_fn: Callable[[torch.Tensor], t
     with torch.no_grad():
         next_value = value_fn(torch.as_tensor(next_obs))
     inference_seconds += time.perf_counter() - started
-    return (Rollout(obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid, next_value,
-                    {"env": env_seconds, "inference": inference_seconds}), next_obs, autoreset)
+    return (
+        Rollout(
+            obs_buf,
+            actions,
+            logprobs,
+            values,
+            rewards,
+            terminated,
+            truncated,
+            valid,
+            next_value,
+            {"env": env_seconds, "inference": inference_seconds},
+        ),
+        next_obs,
+        autoreset,
+    )
 
 
-def _collect_in_turns(envs: AtariEnvGroups, policy: PolicyFn, value_fn, next_obs: np.ndarray, autoreset: np.ndarray,
-                      num_steps: int, tracker: EpisodeTracker | None, on_episode, step_offset: int, buffers
-                      ) -> tuple[Rollout, np.ndarray, np.ndarray]:
+def _collect_in_turns(
+    envs: AtariEnvGroups,
+    policy: PolicyFn,
+    value_fn,
+    next_obs: np.ndarray,
+    autoreset: np.ndarray,
+    num_steps: int,
+    tracker: EpisodeTracker | None,
+    on_episode,
+    step_offset: int,
+    buffers,
+) -> tuple[Rollout, np.ndarray, np.ndarray]:
     """`collect_rollout` for environment groups: while group k's emulators play step t in their threads, this
     thread picks the actions of group k+1; the transitions are the same as with one vector env."""
     obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid = buffers
@@ -340,8 +396,22 @@ def _collect_in_turns(envs: AtariEnvGroups, policy: PolicyFn, value_fn, next_obs
     with torch.no_grad():
         next_value = value_fn(torch.as_tensor(next_obs))
     inference_seconds += time.perf_counter() - started
-    return (Rollout(obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid, next_value,
-                    {"env": env_seconds, "inference": inference_seconds}), next_obs, autoreset)
+    return (
+        Rollout(
+            obs_buf,
+            actions,
+            logprobs,
+            values,
+            rewards,
+            terminated,
+            truncated,
+            valid,
+            next_value,
+            {"env": env_seconds, "inference": inference_seconds},
+        ),
+        next_obs,
+        autoreset,
+    )
 
 
 def compute_gae(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,8 +449,9 @@ class Batch:
     returns: torch.Tensor
 
 
-def minibatch_loss(agent: ActorCritic, batch: Batch, mb: torch.Tensor, advantages: torch.Tensor, cfg: PPOConfig,
-                   weight: float = 1.0) -> dict[str, torch.Tensor]:
+def minibatch_loss(
+    agent: ActorCritic, batch: Batch, mb: torch.Tensor, advantages: torch.Tensor, cfg: PPOConfig, weight: float = 1.0
+) -> dict[str, torch.Tensor]:
     """PPO's loss on the transitions `mb` of `batch` (with their already normalised `advantages`), backpropagated
     with `weight` (the share of the minibatch these transitions are); returns its terms, detached."""
     _, newlogprob, entropy, newvalue = agent.get_action_and_value(batch.obs[mb], batch.actions[mb])
@@ -398,28 +469,49 @@ def minibatch_loss(agent: ActorCritic, batch: Batch, mb: torch.Tensor, advantage
     loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
     (loss * weight).backward()
     with torch.no_grad():
-        return {"pg_loss": pg_loss.detach(), "v_loss": v_loss.detach(), "entropy": entropy_loss.detach(),
-                "old_approx_kl": (-logratio).mean(), "approx_kl": ((ratio - 1) - logratio).mean(),
-                "clipfrac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()}
+        return {
+            "pg_loss": pg_loss.detach(),
+            "v_loss": v_loss.detach(),
+            "entropy": entropy_loss.detach(),
+            "old_approx_kl": (-logratio).mean(),
+            "approx_kl": ((ratio - 1) - logratio).mean(),
+            "clipfrac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean(),
+        }
 
 
-def ppo_update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: torch.Tensor,
-               returns: torch.Tensor, cfg: PPOConfig, device: torch.device, pool: ThreadPoolExecutor | None = None
-               ) -> dict[str, float]:
+def ppo_update(
+    agent: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: PPOConfig,
+    device: torch.device,
+    pool: ThreadPoolExecutor | None = None,
+) -> dict[str, float]:
     """`update_epochs` passes of clipped-objective minibatch steps over the rollout's valid transitions. With a
     thread `pool`, each minibatch is split between its threads, whose gradients add up to the minibatch's (the
     same update, computed in parallel)."""
     keep = rollout.valid.reshape(-1)
-    flat = lambda x: x.reshape(-1, *x.shape[2:])[keep].to(device)
-    batch = Batch(flat(rollout.obs), flat(rollout.actions), flat(rollout.logprobs), flat(rollout.values),
-                  flat(advantages), flat(returns))
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, *x.shape[2:])[keep].to(device)
+
+    batch = Batch(
+        flat(rollout.obs),
+        flat(rollout.actions),
+        flat(rollout.logprobs),
+        flat(rollout.values),
+        flat(advantages),
+        flat(returns),
+    )
     size = len(batch.actions)
     minibatch = max(1, -(-size // cfg.num_minibatches))
     clipfracs, terms = [], {}
     for _ in range(cfg.update_epochs):
         order = torch.randperm(size, device=device)
         for start in range(0, size, minibatch):
-            mb = order[start:start + minibatch]
+            mb = order[start : start + minibatch]
             mb_adv = batch.advantages[mb]
             if cfg.norm_adv and len(mb) > 1:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
@@ -428,8 +520,15 @@ def ppo_update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Ro
                 terms = minibatch_loss(agent, batch, mb, mb_adv, cfg)
             else:
                 parts = zip(mb.chunk(cfg.workers), mb_adv.chunk(cfg.workers), [len(mb)] * cfg.workers)
-                found = list(pool.map(lambda part: (len(part[0]), minibatch_loss(
-                    agent, batch, part[0], part[1], cfg, len(part[0]) / part[2])), parts))
+                found = list(
+                    pool.map(
+                        lambda part: (
+                            len(part[0]),
+                            minibatch_loss(agent, batch, part[0], part[1], cfg, len(part[0]) / part[2]),
+                        ),
+                        parts,
+                    )
+                )
                 terms = {k: sum(n * t[k] for n, t in found) / len(mb) for k in found[0][1]}
             clipfracs.append(float(terms["clipfrac"]))
             nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
@@ -438,15 +537,31 @@ def ppo_update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Ro
             break
     var_y = batch.returns.var()
     explained_var = float("nan") if var_y == 0 else float(1 - (batch.returns - batch.values).var() / var_y)
-    return {"losses/policy_loss": float(terms["pg_loss"]), "losses/value_loss": float(terms["v_loss"]),
-            "losses/entropy": float(terms["entropy"]), "losses/approx_kl": float(terms["approx_kl"]),
-            "losses/old_approx_kl": float(terms["old_approx_kl"]), "losses/clipfrac": float(np.mean(clipfracs)),
-            "losses/explained_variance": explained_var}
+    return {
+        "losses/policy_loss": float(terms["pg_loss"]),
+        "losses/value_loss": float(terms["v_loss"]),
+        "losses/entropy": float(terms["entropy"]),
+        "losses/approx_kl": float(terms["approx_kl"]),
+        "losses/old_approx_kl": float(terms["old_approx_kl"]),
+        "losses/clipfrac": float(np.mean(clipfracs)),
+        "losses/explained_variance": explained_var,
+    }
 
 
-METRICS = ["charts/learning_rate", "charts/sps", "losses/policy_loss", "losses/value_loss", "losses/entropy",
-           "losses/approx_kl", "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance",
-           "time/env", "time/inference", "time/update"]
+METRICS = [
+    "charts/learning_rate",
+    "charts/sps",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/old_approx_kl",
+    "losses/clipfrac",
+    "losses/explained_variance",
+    "time/env",
+    "time/inference",
+    "time/update",
+]
 
 
 # --- training -------------------------------------------------------------------------------------------------------
@@ -464,19 +579,32 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False, config_name: str 
     precision, channels_last = compute_settings(config, device)
     batch_size = cfg.num_envs * cfg.num_steps
     num_iterations = max(1, cfg.total_steps // batch_size)
-    envs = make_vector_env(cfg.env_id, cfg.num_envs, cfg.seed, cfg.preprocessing, cfg.frame_stack, cfg.env_kwargs,
-                           cfg.vectorization, cfg.env_threads, cfg.env_groups)
+    envs = make_vector_env(
+        cfg.env_id,
+        cfg.num_envs,
+        cfg.seed,
+        cfg.preprocessing,
+        cfg.frame_stack,
+        cfg.env_kwargs,
+        cfg.vectorization,
+        cfg.env_threads,
+        cfg.env_groups,
+    )
     seed_everything(cfg.seed)
     agent = build_network(config, envs.single_observation_space.shape, int(envs.single_action_space.n)).to(device)
     if isinstance(agent, CNNActorCritic):
         agent.set_compute(precision.startswith("bf16"), channels_last)
-        print(f"ppo: {cfg.network} network in {precision}{', channels-last' if channels_last else ''} on {device}, "
-              f"{cfg.workers} worker(s) x {cfg.threads} torch thread(s), {cfg.num_envs} {cfg.vectorization} "
-              f"environments", flush=True)
+        print(
+            f"ppo: {cfg.network} network in {precision}{', channels-last' if channels_last else ''} on {device}, "
+            f"{cfg.workers} worker(s) x {cfg.threads} torch thread(s), {cfg.num_envs} {cfg.vectorization} "
+            f"environments",
+            flush=True,
+        )
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
     try:
-        session = start_run(run_dir, ALGO, config, agent, optimizer, resume, config_name,
-                            defaults=with_defaults({}, PPOConfig))
+        session = start_run(
+            run_dir, ALGO, config, agent, optimizer, resume, config_name, defaults=with_defaults({}, PPOConfig)
+        )
     except BaseException:
         envs.close()
         raise
@@ -485,14 +613,28 @@ def train(cfg: PPOConfig, run_dir: Path, resume: bool = False, config_name: str 
     return summary
 
 
-def _train_loop(cfg: PPOConfig, run_dir: Path, session, envs, agent: ActorCritic, optimizer, device: torch.device,
-                num_iterations: int, config: dict[str, Any]) -> dict[str, Any]:
+def _train_loop(
+    cfg: PPOConfig,
+    run_dir: Path,
+    session,
+    envs,
+    agent: ActorCritic,
+    optimizer,
+    device: torch.device,
+    num_iterations: int,
+    config: dict[str, Any],
+) -> dict[str, Any]:
     checkpoint = session.checkpoint
     batch_size = cfg.num_envs * cfg.num_steps
     iteration = checkpoint["iteration"] if checkpoint else 0
     global_step = checkpoint["global_step"] if checkpoint else 0
-    log = RunLogger(run_dir, METRICS, resume_step=global_step if checkpoint else None,
-                    wall_time_before=checkpoint["wall_time"] if checkpoint else 0.0, tensorboard=cfg.tensorboard)
+    log = RunLogger(
+        run_dir,
+        METRICS,
+        resume_step=global_step if checkpoint else None,
+        wall_time_before=checkpoint["wall_time"] if checkpoint else 0.0,
+        tensorboard=cfg.tensorboard,
+    )
     if checkpoint:
         log.episode_count = checkpoint["episodes"]
 
@@ -501,14 +643,26 @@ def _train_loop(cfg: PPOConfig, run_dir: Path, session, envs, agent: ActorCritic
     sps = 0.0
 
     def state() -> dict[str, Any]:
-        return {"algo": ALGO, "config": config, "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
-                "global_step": global_step, "iteration": iteration, "episodes": log.episode_count,
-                "wall_time": log.wall_time(), "rng": rng_states(), "best_mean_return": best.best,
-                "recent_returns": recent[-100:]}
+        return {
+            "algo": ALGO,
+            "config": config,
+            "model": agent.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "global_step": global_step,
+            "iteration": iteration,
+            "episodes": log.episode_count,
+            "wall_time": log.wall_time(),
+            "rng": rng_states(),
+            "best_mean_return": best.best,
+            "recent_returns": recent[-100:],
+        }
 
     def results() -> dict[str, float]:
-        return {"train/mean_return_last100": float(np.mean(recent[-100:])) if recent else float("nan"),
-                "train/episodes": log.episode_count, "train/steps_per_second": sps}
+        return {
+            "train/mean_return_last100": float(np.mean(recent[-100:])) if recent else float("nan"),
+            "train/episodes": log.episode_count,
+            "train/steps_per_second": sps,
+        }
 
     def write_checkpoint() -> None:
         save_checkpoint(state(), last_checkpoint(run_dir))
@@ -537,8 +691,9 @@ def _train_loop(cfg: PPOConfig, run_dir: Path, session, envs, agent: ActorCritic
         while iteration < num_iterations and not (cfg.time_limit and log.wall_time() >= cfg.time_limit):
             lr = cfg.learning_rate * (1.0 - iteration / num_iterations) if cfg.anneal_lr else cfg.learning_rate
             optimizer.param_groups[0]["lr"] = lr
-            rollout, next_obs, autoreset = collect_rollout(envs, policy, value_fn, next_obs, autoreset,
-                                                           cfg.num_steps, tracker, on_episode, step_offset=global_step)
+            rollout, next_obs, autoreset = collect_rollout(
+                envs, policy, value_fn, next_obs, autoreset, cfg.num_steps, tracker, on_episode, step_offset=global_step
+            )
             global_step += batch_size
             iteration += 1
             started = time.perf_counter()
@@ -546,9 +701,17 @@ def _train_loop(cfg: PPOConfig, run_dir: Path, session, envs, agent: ActorCritic
             metrics = ppo_update(agent, optimizer, rollout, advantages, returns, cfg, device, pool)
             update_seconds = time.perf_counter() - started
             sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-            log.update(global_step, **{"charts/learning_rate": lr, "charts/sps": sps, **metrics,
-                                       "time/env": rollout.seconds["env"],
-                                       "time/inference": rollout.seconds["inference"], "time/update": update_seconds})
+            log.update(
+                global_step,
+                **{
+                    "charts/learning_rate": lr,
+                    "charts/sps": sps,
+                    **metrics,
+                    "time/env": rollout.seconds["env"],
+                    "time/inference": rollout.seconds["inference"],
+                    "time/update": update_seconds,
+                },
+            )
             best.update(recent, state)
             if iteration % cfg.checkpoint_every == 0:
                 write_checkpoint()
@@ -556,8 +719,11 @@ def _train_loop(cfg: PPOConfig, run_dir: Path, session, envs, agent: ActorCritic
                 save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))
             if iteration % 10 == 0 or iteration == num_iterations:
                 shown = f"{np.mean(recent[-20:]):.1f}" if recent else "-"
-                print(f"update {iteration}/{num_iterations}  step {global_step}  mean return (last 20) {shown}  "
-                      f"entropy {metrics['losses/entropy']:.3f}  {sps:.0f} steps/s", flush=True)
+                print(
+                    f"update {iteration}/{num_iterations}  step {global_step}  mean return (last 20) {shown}  "
+                    f"entropy {metrics['losses/entropy']:.3f}  {sps:.0f} steps/s",
+                    flush=True,
+                )
         save_checkpoint(state(), last_checkpoint(run_dir))
     finally:
         if pool is not None:
@@ -569,5 +735,9 @@ def _train_loop(cfg: PPOConfig, run_dir: Path, session, envs, agent: ActorCritic
     plot_learning_curve(run_dir, title)
     if "pong" in cfg.env_id.lower():
         plot_win_percentage(run_dir, f"{title}: points won per game")
-    return {"global_step": global_step, "iterations": iteration, "wall_time": log.wall_time(),
-            "recent_returns": recent[-20:]}
+    return {
+        "global_step": global_step,
+        "iterations": iteration,
+        "wall_time": log.wall_time(),
+        "recent_returns": recent[-20:],
+    }

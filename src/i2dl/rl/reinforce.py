@@ -118,11 +118,16 @@ class ConvPolicy(Policy):
         super().__init__()
         channels = obs_shape[0]
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 32, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(32, 48, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(48, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten())
+            nn.Conv2d(channels, 32, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(32, 48, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(48, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
         with torch.no_grad():
             flat = self.features(torch.zeros(1, *obs_shape)).shape[1]
         self.head = nn.Sequential(nn.Linear(flat, 128), nn.ReLU(), nn.Linear(128, n_actions))
@@ -142,8 +147,9 @@ def build_network(config: dict[str, Any], obs_shape: tuple[int, ...], n_actions:
 
 
 # --- the lab's returns ----------------------------------------------------------------------------------------------
-def discount_rewards(rewards: np.ndarray, gamma: float, reset_at_point: bool = False,
-                     normalize: bool = True) -> np.ndarray:
+def discount_rewards(
+    rewards: np.ndarray, gamma: float, reset_at_point: bool = False, normalize: bool = True
+) -> np.ndarray:
     """Discounted return of every step, computed backwards: R_t = r_t + gamma * R_{t+1}. With `reset_at_point`
     the running sum restarts at each non-zero reward (a Pong point ends there). Then normalised (mean 0, std 1)."""
     returns = np.zeros(len(rewards), dtype=np.float64)
@@ -176,17 +182,22 @@ def play_episode(env, policy: Policy, seed: int, device: torch.device) -> dict[s
         rewards.append(float(reward))
         obs = next_obs
         if terminated or truncated:
-            return {"observations": np.stack(observations), "actions": np.array(actions),
-                    "rewards": np.array(rewards, dtype=np.float32)}
+            return {
+                "observations": np.stack(observations),
+                "actions": np.array(actions),
+                "rewards": np.array(rewards, dtype=np.float32),
+            }
 
 
 # --- training -------------------------------------------------------------------------------------------------------
-def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False, config_name: str | None = None
-          ) -> dict[str, Any]:
+def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False, config_name: str | None = None) -> dict[str, Any]:
     """Train for `cfg.episodes` episodes in `run_dir` (continuing its last checkpoint with `resume`)."""
     torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
     config = asdict(cfg)
     env = make_env(cfg.env_id, cfg.seed, cfg.preprocessing, env_kwargs=cfg.env_kwargs)
     eval_env = make_env(cfg.env_id, EVAL_SEED, cfg.preprocessing, env_kwargs=cfg.env_kwargs) if cfg.eval_every else None
@@ -194,8 +205,9 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False, config_name
     policy = build_network(config, env.observation_space.shape, int(env.action_space.n)).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
     try:
-        session = start_run(run_dir, ALGO, config, policy, optimizer, resume, config_name,
-                            defaults=with_defaults({}, ReinforceConfig))
+        session = start_run(
+            run_dir, ALGO, config, policy, optimizer, resume, config_name, defaults=with_defaults({}, ReinforceConfig)
+        )
         with session:
             summary = _train_loop(cfg, run_dir, session, env, eval_env, policy, optimizer, device, config)
     finally:
@@ -208,27 +220,53 @@ def train(cfg: ReinforceConfig, run_dir: Path, resume: bool = False, config_name
     return summary
 
 
-def _train_loop(cfg: ReinforceConfig, run_dir: Path, session, env, eval_env, policy: Policy, optimizer,
-                device: torch.device, config: dict[str, Any]) -> dict[str, Any]:
+def _train_loop(
+    cfg: ReinforceConfig,
+    run_dir: Path,
+    session,
+    env,
+    eval_env,
+    policy: Policy,
+    optimizer,
+    device: torch.device,
+    config: dict[str, Any],
+) -> dict[str, Any]:
     checkpoint = session.checkpoint
     returns: list[float] = list(checkpoint.get("recent_returns", [])) if checkpoint else []
     episode = checkpoint["episode"] if checkpoint else 0
     global_step = checkpoint["global_step"] if checkpoint else 0
     metrics = ["loss", "sps"] + (["eval/greedy_return"] if cfg.eval_every else [])
-    log = RunLogger(run_dir, metrics, resume_step=global_step if checkpoint else None,
-                    wall_time_before=checkpoint["wall_time"] if checkpoint else 0.0, tensorboard=cfg.tensorboard)
+    log = RunLogger(
+        run_dir,
+        metrics,
+        resume_step=global_step if checkpoint else None,
+        wall_time_before=checkpoint["wall_time"] if checkpoint else 0.0,
+        tensorboard=cfg.tensorboard,
+    )
     log.episode_count = episode
     best = BestCheckpoint(run_dir, best=checkpoint.get("best_mean_return", -np.inf) if checkpoint else -np.inf)
     sps = 0.0
 
     def state() -> dict[str, Any]:
-        return {"algo": ALGO, "config": config, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                "global_step": global_step, "episode": episode, "wall_time": log.wall_time(), "rng": rng_states(),
-                "best_mean_return": best.best, "recent_returns": returns[-100:]}
+        return {
+            "algo": ALGO,
+            "config": config,
+            "model": policy.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "global_step": global_step,
+            "episode": episode,
+            "wall_time": log.wall_time(),
+            "rng": rng_states(),
+            "best_mean_return": best.best,
+            "recent_returns": returns[-100:],
+        }
 
     def results() -> dict[str, float]:
-        found = {"train/mean_return_last100": float(np.mean(returns[-100:])) if returns else float("nan"),
-                 "train/episodes": episode, "train/steps_per_second": sps}
+        found = {
+            "train/mean_return_last100": float(np.mean(returns[-100:])) if returns else float("nan"),
+            "train/episodes": episode,
+            "train/steps_per_second": sps,
+        }
         if cfg.eval_every and np.isfinite(best.best):
             found["eval/best_greedy_return"] = best.best
         return found
@@ -244,14 +282,16 @@ def _train_loop(cfg: ReinforceConfig, run_dir: Path, session, env, eval_env, pol
             rewards = memory["rewards"]
             global_step += len(rewards)
             episode += 1
-            log.episode(global_step, float(rewards.sum()), len(rewards), int((rewards > 0).sum()),
-                        int((rewards < 0).sum()))
+            log.episode(
+                global_step, float(rewards.sum()), len(rewards), int((rewards > 0).sum()), int((rewards < 0).sum())
+            )
             returns.append(float(rewards.sum()))
 
             discounted = discount_rewards(rewards, cfg.gamma, cfg.reset_at_point, cfg.normalize_returns)
             logits = policy(torch.as_tensor(memory["observations"], device=device))
-            loss = reinforce_loss(logits, torch.as_tensor(memory["actions"], device=device),
-                                  torch.as_tensor(discounted, device=device))
+            loss = reinforce_loss(
+                logits, torch.as_tensor(memory["actions"], device=device), torch.as_tensor(discounted, device=device)
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -270,11 +310,18 @@ def _train_loop(cfg: ReinforceConfig, run_dir: Path, session, env, eval_env, pol
             if cfg.snapshot_every and episode % cfg.snapshot_every == 0:
                 save_checkpoint(state(), snapshot_checkpoint(run_dir, global_step))
             if episode % 10 == 0 or episode == cfg.episodes:
-                print(f"episode {episode}/{cfg.episodes}  step {global_step}  return {returns[-1]:.1f}  "
-                      f"mean(last 10) {np.mean(returns[-10:]):.1f}  {sps:.0f} steps/s", flush=True)
+                print(
+                    f"episode {episode}/{cfg.episodes}  step {global_step}  return {returns[-1]:.1f}  "
+                    f"mean(last 10) {np.mean(returns[-10:]):.1f}  {sps:.0f} steps/s",
+                    flush=True,
+                )
         save_checkpoint(state(), last_checkpoint(run_dir))
     finally:
         log.close()
     session.finish(results(), global_step, log.wall_time())
-    return {"global_step": global_step, "episodes": episode, "wall_time": log.wall_time(),
-            "recent_returns": returns[-10:]}
+    return {
+        "global_step": global_step,
+        "episodes": episode,
+        "wall_time": log.wall_time(),
+        "recent_returns": returns[-10:],
+    }

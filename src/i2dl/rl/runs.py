@@ -32,9 +32,22 @@ CHECKPOINT_FORMAT = "i2dl-rl-2"
 READABLE_FORMATS = ("i2dl-rl-1", CHECKPOINT_FORMAT)
 HEADLINE = "train/mean_return_last100"
 # Settings a resumed run may change (limits and bookkeeping); every other one must match the checkpoint.
-RESUMABLE_CHANGES = {"total_steps", "episodes", "checkpoint_every", "snapshot_every", "time_limit", "threads",
-                     "env_threads", "env_groups", "workers", "device", "vectorization", "tensorboard", "precision",
-                     "channels_last"}
+RESUMABLE_CHANGES = {
+    "total_steps",
+    "episodes",
+    "checkpoint_every",
+    "snapshot_every",
+    "time_limit",
+    "threads",
+    "env_threads",
+    "env_groups",
+    "workers",
+    "device",
+    "vectorization",
+    "tensorboard",
+    "precision",
+    "channels_last",
+}
 
 
 def rl_runs_root() -> Path:
@@ -63,15 +76,15 @@ def with_defaults(config: dict[str, Any], config_class: type) -> dict[str, Any]:
     return {**defaults, **config}
 
 
-def check_checkpoint_fits(checkpoint: dict[str, Any], source: str, algo: str, env_id: str,
-                          network: nn.Module) -> None:
+def check_checkpoint_fits(checkpoint: dict[str, Any], source: str, algo: str, env_id: str, network: nn.Module) -> None:
     """One-line CheckpointError unless `checkpoint` was written by `algo` on `env_id` for a network of this shape."""
     if checkpoint.get("algo") != algo:
         raise CheckpointError(f"{source} was written by {checkpoint.get('algo')}, not {algo}")
     trained_on = checkpoint["config"]["env_id"]
     if trained_on != env_id:
-        raise CheckpointError(f"{source} was trained on {trained_on}, not {env_id}; "
-                              f"use a new --run_dir or the same env_id")
+        raise CheckpointError(
+            f"{source} was trained on {trained_on}, not {env_id}; use a new --run_dir or the same env_id"
+        )
     checkpoints.check_state_dict_compatible(network.state_dict(), checkpoint.get("model"), source, "network")
 
 
@@ -94,7 +107,7 @@ class BestCheckpoint:
     def update(self, returns: list[float], payload: Callable[[], dict[str, Any]]) -> bool:
         if len(returns) < self.window:
             return False
-        return self.consider(float(np.mean(returns[-self.window:])), payload)
+        return self.consider(float(np.mean(returns[-self.window :])), payload)
 
     def consider(self, mean: float, payload: Callable[[], dict[str, Any]]) -> bool:
         """Save the network if `mean` (a training or an evaluation mean return) is a new best."""
@@ -132,21 +145,36 @@ class TrainingRun:
             self.run.unlock()
 
 
-def start_run(run_dir: Path, algo: str, config: dict[str, Any], network: nn.Module,
-              optimizer: torch.optim.Optimizer, resume: bool, config_name: str | None = None,
-              defaults: dict[str, Any] | None = None) -> TrainingRun:
+def start_run(
+    run_dir: Path,
+    algo: str,
+    config: dict[str, Any],
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    resume: bool,
+    config_name: str | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> TrainingRun:
     """Lock `run_dir` and prepare it: with `resume`, restore network, optimiser and random states from its last
     checkpoint (`TrainingRun.checkpoint`, None for a new run). A new run never overwrites an existing one;
     `--resume` without a checkpoint starts afresh. `defaults` are the values of settings an older checkpoint
     lacks."""
     run_dir = Path(run_dir)
-    run = Run(run_dir, "rl", config_name or run_dir.name, HEADLINE, higher_is_better=True,
-              extra_versions=("gymnasium", "ale-py"))
+    run = Run(
+        run_dir,
+        "rl",
+        config_name or run_dir.name,
+        HEADLINE,
+        higher_is_better=True,
+        extra_versions=("gymnasium", "ale-py"),
+    )
     run.lock()
     try:
         checkpoint = _continue_from(run_dir, algo, config, network, optimizer, resume, defaults or {})
         write_text(run_dir / "config.yaml", yaml.safe_dump({"algo": algo, **config}, sort_keys=False))
-        done = {"steps": checkpoint["global_step"], "wall_time": round(checkpoint["wall_time"], 2)} if checkpoint else {}
+        done = (
+            {"steps": checkpoint["global_step"], "wall_time": round(checkpoint["wall_time"], 2)} if checkpoint else {}
+        )
         run.start(resume=checkpoint is not None, precision=config.get("precision"), **done)
     except BaseException:
         run.unlock()
@@ -154,12 +182,20 @@ def start_run(run_dir: Path, algo: str, config: dict[str, Any], network: nn.Modu
     return TrainingRun(run, checkpoint)
 
 
-def _continue_from(run_dir: Path, algo: str, config: dict[str, Any], network: nn.Module,
-                   optimizer: torch.optim.Optimizer, resume: bool, defaults: dict[str, Any]) -> dict | None:
+def _continue_from(
+    run_dir: Path,
+    algo: str,
+    config: dict[str, Any],
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    resume: bool,
+    defaults: dict[str, Any],
+) -> dict | None:
     path = last_checkpoint(run_dir)
     if path.exists() and not resume:
-        raise I2DLError(f"{run_dir} already holds a run ({path}); add --resume to continue it, "
-                        f"or give another --run_dir")
+        raise I2DLError(
+            f"{run_dir} already holds a run ({path}); add --resume to continue it, or give another --run_dir"
+        )
     if not resume:
         return None
     if not path.exists():
@@ -170,8 +206,10 @@ def _continue_from(run_dir: Path, algo: str, config: dict[str, Any], network: nn
     for key, value in config.items():
         old = checkpoint["config"].get(key, defaults.get(key))
         if key not in RESUMABLE_CHANGES and old != value:
-            raise CheckpointError(f"{path} was trained with {key}={old!r}, not {value!r}; resume with the same "
-                                  f"settings or start a new --run_dir")
+            raise CheckpointError(
+                f"{path} was trained with {key}={old!r}, not {value!r}; resume with the same "
+                f"settings or start a new --run_dir"
+            )
     network.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     checkpoints.set_rng_states(checkpoint["rng"])

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from i2dl.segmentation.datasets import read_rgb
+from i2dl.cli import dispatch
 from i2dl.export import export_onnx
+from i2dl.files import write_with
 from i2dl.segmentation.data import SegmentationDataModule
+from i2dl.segmentation.datasets import read_rgb
 from i2dl.segmentation.module import SegmentationModule
 from i2dl.segmentation.viz import SegmentationFigures, colourise, overlay
-from i2dl.cli import dispatch
-from i2dl.files import write_with
 from i2dl.training import LabCLI, load_module
 
 HELP = """usage: i2dl segmentation {fit,validate,test,predict,export} ...
@@ -48,14 +48,20 @@ def figures(cli: LabCLI) -> list:
 
 
 def predict(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="i2dl segmentation predict",
-                                     description="Segment image files; writes <name>_mask.png (class colours) and "
-                                                 "<name>_overlay.png (mask over the photo).")
+    parser = argparse.ArgumentParser(
+        prog="i2dl segmentation predict",
+        description="Segment image files; writes <name>_mask.png (class colours) and "
+        "<name>_overlay.png (mask over the photo).",
+    )
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `i2dl segmentation fit`")
     parser.add_argument("--output_dir", default=None, help="default: <run folder>/predictions")
-    parser.add_argument("--tta", choices=["none", "flip"], default=None,
-                        help="test-time augmentation (default: the checkpoint's setting); flip: also segment the "
-                             "mirror image and average (about twice the time)")
+    parser.add_argument(
+        "--tta",
+        choices=["none", "flip"],
+        default=None,
+        help="test-time augmentation (default: the checkpoint's setting); flip: also segment the "
+        "mirror image and average (about twice the time)",
+    )
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, BMP, ...)")
     args = parser.parse_args(argv)
     module = load_module(SegmentationModule, args.ckpt_path)
@@ -72,8 +78,10 @@ def predict(argv: list[str]) -> None:
         colour = colourise(pred, palette)
         stem = Path(path).stem
         write_with(output_dir / f"{stem}_mask.png", lambda tmp: Image.fromarray(colour).save(tmp, format="PNG"))
-        write_with(output_dir / f"{stem}_overlay.png",
-                   lambda tmp: Image.fromarray(overlay(image, colour)).save(tmp, format="PNG"))
+        write_with(
+            output_dir / f"{stem}_overlay.png",
+            lambda tmp: Image.fromarray(overlay(image, colour)).save(tmp, format="PNG"),
+        )
         ids, counts = np.unique(pred, return_counts=True)
         top = ", ".join(f"{names[i]} {c / pred.size:.0%}" for i, c in sorted(zip(ids, counts), key=lambda t: -t[1])[:5])
         print(f"{path}: {top}  -> {output_dir / (stem + '_mask.png')}, {output_dir / (stem + '_overlay.png')}")
@@ -90,13 +98,27 @@ def export(argv: list[str]) -> None:
     output = Path(args.output or Path(args.ckpt_path).parent.parent / "model.onnx")
     example = torch.rand(2, 3, args.height, args.width)
     diff = export_onnx(module.model, example, output, output_name="logits", max_diff=1e-3)
-    print(f"wrote {output} (input: float32 (batch, 3, {args.height}, {args.width}) RGB in [0, 1]; output: logits "
-          f"(batch, {module.info.num_classes}, {args.height}, {args.width}); onnxruntime vs PyTorch max |diff| "
-          f"{diff:.2e})")
+    print(
+        f"wrote {output} (input: float32 (batch, 3, {args.height}, {args.width}) RGB in [0, 1]; output: logits "
+        f"(batch, {module.info.num_classes}, {args.height}, {args.width}); onnxruntime vs PyTorch max |diff| "
+        f"{diff:.2e})"
+    )
 
 
 def main(argv: list[str]) -> None:
-    dispatch(argv, HELP, {"predict": predict, "export": export},
-             lambda args: SegmentationCLI("segmentation", SegmentationModule, SegmentationDataModule,
-                                          monitor="val/miou", mode="max", headline="test/miou", figures=figures,
-                                          args=args, checkpoint_every_n_steps=50))
+    dispatch(
+        argv,
+        HELP,
+        {"predict": predict, "export": export},
+        lambda args: SegmentationCLI(
+            "segmentation",
+            SegmentationModule,
+            SegmentationDataModule,
+            monitor="val/miou",
+            mode="max",
+            headline="test/miou",
+            figures=figures,
+            args=args,
+            checkpoint_every_n_steps=50,
+        ),
+    )

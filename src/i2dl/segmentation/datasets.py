@@ -25,21 +25,86 @@ IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".bmp", ".png", ".webp", ".jpg", ".jpeg")
 
 # MSRC-v2: the official colour of each class; palette index = class id + 1, index 0 is void (black).
-MSRC_CLASSES = ("building", "grass", "tree", "cow", "horse", "sheep", "sky", "mountain", "aeroplane", "water",
-                "face", "car", "bicycle", "flower", "sign", "bird", "book", "chair", "road", "cat", "dog", "body",
-                "boat")
+MSRC_CLASSES = (
+    "building",
+    "grass",
+    "tree",
+    "cow",
+    "horse",
+    "sheep",
+    "sky",
+    "mountain",
+    "aeroplane",
+    "water",
+    "face",
+    "car",
+    "bicycle",
+    "flower",
+    "sign",
+    "bird",
+    "book",
+    "chair",
+    "road",
+    "cat",
+    "dog",
+    "body",
+    "boat",
+)
 MSRC_VOID_RGB = (0, 0, 0)
-MSRC_PALETTE = ((128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
-                (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128),
-                (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 64, 128),
-                (0, 192, 128), (128, 192, 128), (64, 64, 0), (192, 64, 0))
+MSRC_PALETTE = (
+    (128, 0, 0),
+    (0, 128, 0),
+    (128, 128, 0),
+    (0, 0, 128),
+    (128, 0, 128),
+    (0, 128, 128),
+    (128, 128, 128),
+    (64, 0, 0),
+    (192, 0, 0),
+    (64, 128, 0),
+    (192, 128, 0),
+    (64, 0, 128),
+    (192, 0, 128),
+    (64, 128, 128),
+    (192, 128, 128),
+    (0, 64, 0),
+    (128, 64, 0),
+    (0, 192, 0),
+    (128, 64, 128),
+    (0, 192, 128),
+    (128, 192, 128),
+    (64, 64, 0),
+    (192, 64, 0),
+)
 MSRC_RARE_CLASSES = ("horse", "mountain")  # I2DL maps these to void (3 and 26 images)
 
 # CamVid (SegNet): label PNGs hold 0..10, 11 = Unlabelled.
-CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-                  "Bicyclist")
-CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
+CAMVID_CLASSES = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
+CAMVID_PALETTE = (
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+)
 CAMVID_UNLABELLED = 11
 CAMVID_SPLITS = {"train": ("train", "trainannot"), "val": ("val", "valannot"), "test": ("test", "testannot")}
 SPLITS = ("train", "val", "test")
@@ -58,8 +123,10 @@ class DatasetInfo:
         return len(self.classes)
 
 
-DATASETS = {"msrc_v2": DatasetInfo("msrc_v2", MSRC_CLASSES, MSRC_PALETTE),
-            "camvid": DatasetInfo("camvid", CAMVID_CLASSES, CAMVID_PALETTE)}
+DATASETS = {
+    "msrc_v2": DatasetInfo("msrc_v2", MSRC_CLASSES, MSRC_PALETTE),
+    "camvid": DatasetInfo("camvid", CAMVID_CLASSES, CAMVID_PALETTE),
+}
 
 
 # --- reading single files --------------------------------------------------------------------------------------
@@ -79,8 +146,9 @@ def read_label_png(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             if img.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(f"{path}: a label image must hold one class id per pixel (mode L or P), "
-                                f"found mode {img.mode}")
+                raise DataError(
+                    f"{path}: a label image must hold one class id per pixel (mode L or P), found mode {img.mode}"
+                )
             return np.asarray(img, dtype=np.int64).astype(np.uint8) if img.mode != "P" else np.asarray(img)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
@@ -93,17 +161,22 @@ def _rgb_codes(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def decode_colour_target(rgb: np.ndarray, palette: Sequence[tuple[int, int, int]], path: Path | str,
-                         void_rgb: tuple[int, int, int] = MSRC_VOID_RGB, void_classes: Sequence[int] = ()
-                         ) -> np.ndarray:
+def decode_colour_target(
+    rgb: np.ndarray,
+    palette: Sequence[tuple[int, int, int]],
+    path: Path | str,
+    void_rgb: tuple[int, int, int] = MSRC_VOID_RGB,
+    void_classes: Sequence[int] = (),
+) -> np.ndarray:
     """Colour-coded target (H, W, 3) -> class ids (H, W) uint8, void and `void_classes` -> IGNORE_INDEX.
 
     A colour outside the palette is an error naming the file, the colour and how many pixels have it.
     """
     codes = _rgb_codes(rgb)
     lut_keys = np.array([_rgb_codes(np.array(c)) for c in palette] + [_rgb_codes(np.array(void_rgb))])
-    lut_values = np.array([IGNORE_INDEX if i in set(void_classes) else i for i in range(len(palette))]
-                          + [IGNORE_INDEX], dtype=np.uint8)
+    lut_values = np.array(
+        [IGNORE_INDEX if i in set(void_classes) else i for i in range(len(palette))] + [IGNORE_INDEX], dtype=np.uint8
+    )
     order = np.argsort(lut_keys)
     keys_sorted, values_sorted = lut_keys[order], lut_values[order]
     pos = np.clip(np.searchsorted(keys_sorted, codes), 0, len(keys_sorted) - 1)
@@ -112,9 +185,11 @@ def decode_colour_target(rgb: np.ndarray, palette: Sequence[tuple[int, int, int]
         unknown, counts = np.unique(codes[~known], return_counts=True)
         worst = int(unknown[np.argmax(counts)])
         colour = ((worst >> 16) & 255, (worst >> 8) & 255, worst & 255)
-        raise DataError(f"{path}: {int((~known).sum())} pixels have colours that are not in the palette "
-                        f"({len(unknown)} colours, most common RGB{colour} on {int(counts.max())} pixels); "
-                        f"is this a target of this dataset?")
+        raise DataError(
+            f"{path}: {int((~known).sum())} pixels have colours that are not in the palette "
+            f"({len(unknown)} colours, most common RGB{colour} on {int(counts.max())} pixels); "
+            f"is this a target of this dataset?"
+        )
     return values_sorted[pos]
 
 
@@ -123,14 +198,17 @@ def _find_image(folder: Path, stem: str, what: str, id_source: Path | str) -> Pa
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate
-    raise DataError(f"{id_source}: id {stem.removesuffix('_GT')!r} has no {what} "
-                    f"({folder / stem}.{{bmp,png,webp}} not found)")
+    raise DataError(
+        f"{id_source}: id {stem.removesuffix('_GT')!r} has no {what} ({folder / stem}.{{bmp,png,webp}} not found)"
+    )
 
 
 def _check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, target_path: Path) -> None:
     if image.shape[:2] != mask.shape[:2]:
-        raise DataError(f"{target_path}: target is {mask.shape[1]}x{mask.shape[0]} but its image {image_path.name} "
-                        f"is {image.shape[1]}x{image.shape[0]} (width x height)")
+        raise DataError(
+            f"{target_path}: target is {mask.shape[1]}x{mask.shape[0]} but its image {image_path.name} "
+            f"is {image.shape[1]}x{image.shape[0]} (width x height)"
+        )
 
 
 def _to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,8 +223,9 @@ def msrc_ids(root: Path, split: str) -> list[str]:
     return [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
 
 
-def load_msrc_v2(root: str | Path, split: str, void_rare_classes: bool = True, limit: int | None = None
-                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def load_msrc_v2(
+    root: str | Path, split: str, void_rare_classes: bool = True, limit: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """MSRC-v2 split `split` from `root` (`images/<id>.*`, `targets/<id>_GT.*`, `<split>.txt`).
 
     With `void_rare_classes`, horse and mountain become void as in I2DL (the network keeps 23 outputs).
@@ -191,17 +270,20 @@ def load_camvid(root: str | Path, split: str, limit: int | None = None) -> list[
         image = read_rgb(images[stem])
         mask = read_label_png(labels[stem])
         _check_same_size(image, mask, images[stem], labels[stem])
-        bad = (mask > CAMVID_UNLABELLED)
+        bad = mask > CAMVID_UNLABELLED
         if bad.any():
-            raise DataError(f"{labels[stem]}: {int(bad.sum())} pixels hold labels above {CAMVID_UNLABELLED} "
-                            f"(largest {int(mask.max())}); CamVid labels are 0..10 and 11 = Unlabelled")
+            raise DataError(
+                f"{labels[stem]}: {int(bad.sum())} pixels hold labels above {CAMVID_UNLABELLED} "
+                f"(largest {int(mask.max())}); CamVid labels are 0..10 and 11 = Unlabelled"
+            )
         mask = np.where(mask == CAMVID_UNLABELLED, IGNORE_INDEX, mask).astype(np.uint8)
         samples.append(_to_tensors(image, mask))
     return samples
 
 
-def load_segmentation_split(dataset: str, root: str | Path, split: str, limit: int | None = None,
-                            void_rare_classes: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def load_segmentation_split(
+    dataset: str, root: str | Path, split: str, limit: int | None = None, void_rare_classes: bool = True
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if dataset == "msrc_v2":
         return load_msrc_v2(root, split, void_rare_classes=void_rare_classes, limit=limit)
     if dataset == "camvid":
@@ -210,15 +292,19 @@ def load_segmentation_split(dataset: str, root: str | Path, split: str, limit: i
 
 
 # --- transforms and the torch Dataset --------------------------------------------------------------------------
-def train_transform(size: Sequence[int], scale: Sequence[float] = (0.35, 1.0), hflip: bool = True,
-                    color_jitter: float = 0.3) -> v2.Transform:
+def train_transform(
+    size: Sequence[int], scale: Sequence[float] = (0.35, 1.0), hflip: bool = True, color_jitter: float = 0.3
+) -> v2.Transform:
     """Random resized crop + flip + colour jitter, applied jointly to an `Image` and a `Mask`."""
     steps: list[v2.Transform] = [v2.RandomResizedCrop(tuple(size), scale=tuple(scale), antialias=True)]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     if color_jitter:
-        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter,
-                                    hue=min(0.5, color_jitter / 6)))
+        steps.append(
+            v2.ColorJitter(
+                brightness=color_jitter, contrast=color_jitter, saturation=color_jitter, hue=min(0.5, color_jitter / 6)
+            )
+        )
     return v2.Compose(steps)
 
 

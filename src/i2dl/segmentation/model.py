@@ -54,14 +54,16 @@ class LoadReport:
     def summary(self) -> str:
         total = len(self.loaded) + len(self.new)
         new = ", ".join(self.new[:6]) + (" ..." if len(self.new) > 6 else "")
-        return (f"loaded {len(self.loaded)}/{total} tensors from {self.source}; new: {new or 'none'}"
-                + (f"; {len(self.unused)} tensors of the file unused" if self.unused else ""))
+        return f"loaded {len(self.loaded)}/{total} tensors from {self.source}; new: {new or 'none'}" + (
+            f"; {len(self.unused)} tensors of the file unused" if self.unused else ""
+        )
 
 
 def is_local_weights(value: str | None) -> bool:
     """A weights argument naming a file (rather than a torchvision weights name such as "DEFAULT")."""
-    return bool(value) and (Path(value).suffix in {".pth", ".pt", ".ckpt", ".bin"} or "/" in value
-                            or Path(value).exists())
+    return bool(value) and (
+        Path(value).suffix in {".pth", ".pt", ".ckpt", ".bin"} or "/" in value or Path(value).exists()
+    )
 
 
 def read_state_dict(path: str | Path, strip_prefixes: Sequence[str] = ()) -> dict[str, torch.Tensor]:
@@ -82,8 +84,13 @@ def read_state_dict(path: str | Path, strip_prefixes: Sequence[str] = ()) -> dic
     return obj
 
 
-def load_matching_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-                          new_prefixes: Sequence[str] = (), optional_prefixes: Sequence[str] = ()) -> LoadReport:
+def load_matching_weights(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    new_prefixes: Sequence[str] = (),
+    optional_prefixes: Sequence[str] = (),
+) -> LoadReport:
     """Load every tensor of `model` from `state` except those under `new_prefixes` (the replaced layers).
 
     Tensors under `optional_prefixes` (e.g. an auxiliary head the source lacked) may be absent and stay new. Any
@@ -97,16 +104,22 @@ def load_matching_weights(model: nn.Module, state: dict[str, torch.Tensor], sour
             report.new.append(key)
         elif key in state:
             if tuple(state[key].shape) != tuple(tensor.shape):
-                raise CheckpointError(f"{source} does not fit this model: {key} has shape {tuple(state[key].shape)}, "
-                                      f"the model expects {tuple(tensor.shape)}")
+                raise CheckpointError(
+                    f"{source} does not fit this model: {key} has shape {tuple(state[key].shape)}, "
+                    f"the model expects {tuple(tensor.shape)}"
+                )
             chosen[key] = state[key]
             report.loaded.append(key)
         elif key.startswith(tuple(optional_prefixes)):
             report.new.append(key)
         else:
-            missing = [k for k in own if k not in state and not k.startswith(tuple(new_prefixes) + tuple(optional_prefixes))]
-            raise CheckpointError(f"{source} does not fit this model (missing {key}; {len(missing)} tensors missing, "
-                                  f"{sum(k in own for k in state)} of the file's {len(state)} match)")
+            missing = [
+                k for k in own if k not in state and not k.startswith(tuple(new_prefixes) + tuple(optional_prefixes))
+            ]
+            raise CheckpointError(
+                f"{source} does not fit this model (missing {key}; {len(missing)} tensors missing, "
+                f"{sum(k in own for k in state)} of the file's {len(state)} match)"
+            )
     model.load_state_dict(chosen, strict=False)
     report.unused = [k for k in state if k not in own]
     return report
@@ -118,16 +131,20 @@ def _torchvision_weights(builder_name: str, value: str):
     try:
         return enum.DEFAULT if value.upper() == "DEFAULT" else enum[value]
     except KeyError:
-        raise CheckpointError(f"unknown weights {value!r} for {builder_name}; choose DEFAULT, "
-                              f"{', '.join(m.name for m in enum)} or a local .pth/.ckpt file") from None
+        raise CheckpointError(
+            f"unknown weights {value!r} for {builder_name}; choose DEFAULT, "
+            f"{', '.join(m.name for m in enum)} or a local .pth/.ckpt file"
+        ) from None
 
 
 def _download_state_dict(weights) -> dict[str, torch.Tensor]:
     try:
         return weights.get_state_dict(progress=True, check_hash=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError
-        raise CheckpointError(f"could not fetch torchvision weights {weights} ({type(err).__name__}: {err}); "
-                              f"offline, pass a local file (a state dict or an i2dl checkpoint) or null") from None
+        raise CheckpointError(
+            f"could not fetch torchvision weights {weights} ({type(err).__name__}: {err}); "
+            f"offline, pass a local file (a state dict or an i2dl checkpoint) or null"
+        ) from None
 
 
 # --- (a) torchvision segmentation models with a new last layer ---------------------------------------------------
@@ -152,12 +169,19 @@ class TorchvisionSegmenter(nn.Module):
         aux_loss: keep the auxiliary FCN head (DeepLabV3, FCN); it is used for training only.
     """
 
-    def __init__(self, arch: str, num_classes: int, weights: str | None = None, weights_backbone: str | None = None,
-                 aux_loss: bool = True) -> None:
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        weights: str | None = None,
+        weights_backbone: str | None = None,
+        aux_loss: bool = True,
+    ) -> None:
         super().__init__()
         if arch not in TORCHVISION_MODELS:
-            raise CheckpointError(f"unknown torchvision segmentation model {arch!r}; "
-                                  f"choose from {', '.join(TORCHVISION_MODELS)}")
+            raise CheckpointError(
+                f"unknown torchvision segmentation model {arch!r}; choose from {', '.join(TORCHVISION_MODELS)}"
+            )
         self.arch = arch
         self.head_prefixes, has_aux = TORCHVISION_MODELS[arch]
         self.aux_loss = aux_loss and has_aux
@@ -170,13 +194,17 @@ class TorchvisionSegmenter(nn.Module):
             try:
                 backbone = torchvision.models.get_weight(f"{enum}.{weights_backbone}")
             except (KeyError, ValueError):
-                raise CheckpointError(f"unknown backbone weights {weights_backbone!r}; choose DEFAULT, a name of "
-                                      f"{enum} or a local state dict") from None
+                raise CheckpointError(
+                    f"unknown backbone weights {weights_backbone!r}; choose DEFAULT, a name of "
+                    f"{enum} or a local state dict"
+                ) from None
         try:
             self.net = builder(weights=None, weights_backbone=backbone, num_classes=num_classes, **kwargs)
         except (OSError, RuntimeError) as err:
-            raise CheckpointError(f"could not fetch backbone weights {weights_backbone!r} "
-                                  f"({type(err).__name__}: {err}); offline, pass a local state dict or null") from None
+            raise CheckpointError(
+                f"could not fetch backbone weights {weights_backbone!r} "
+                f"({type(err).__name__}: {err}); offline, pass a local state dict or null"
+            ) from None
         self.normalize = ImageNetNormalize()
         self.num_classes = num_classes
         self.load_report: LoadReport | None = None
@@ -196,8 +224,9 @@ class TorchvisionSegmenter(nn.Module):
                 state, source = _download_state_dict(weights), f"torchvision {weights}"
             optional = ("aux_classifier.",) if self.aux_loss else ()
             state = {k: v for k, v in state.items() if self.aux_loss or not k.startswith("aux_classifier.")}
-            self.load_report = load_matching_weights(self.net, state, source, new_prefixes=self.head_prefixes,
-                                                     optional_prefixes=optional)
+            self.load_report = load_matching_weights(
+                self.net, state, source, new_prefixes=self.head_prefixes, optional_prefixes=optional
+            )
         elif self.weights_backbone and is_local_weights(self.weights_backbone):
             self.load_report = load_backbone_weights(self.net.backbone, self.weights_backbone)
         return self.load_report
@@ -239,8 +268,9 @@ BACKBONES: dict[str, tuple[str, ...]] = {
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class ASPP(nn.Module):
@@ -252,9 +282,17 @@ class ASPP(nn.Module):
         super().__init__()
         self.reduce = conv_bn_relu(cin, mid, kernel=1)
         self.branches = nn.ModuleList(
-            [conv_bn_relu(mid, cout, kernel=1)] + [
-                nn.Sequential(nn.Conv2d(mid, cout, 3, padding=r, dilation=r, bias=False), nn.BatchNorm2d(cout),
-                              nn.ReLU(inplace=True)) for r in rates if r > 1])
+            [conv_bn_relu(mid, cout, kernel=1)]
+            + [
+                nn.Sequential(
+                    nn.Conv2d(mid, cout, 3, padding=r, dilation=r, bias=False),
+                    nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True),
+                )
+                for r in rates
+                if r > 1
+            ]
+        )
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, cout, 1, bias=False), nn.ReLU(inplace=True))
         self.project = conv_bn_relu(cout * (len(self.branches) + 1), cout, kernel=1)
 
@@ -288,8 +326,14 @@ class UNetDecoder(nn.Module):
             (`PoolGate`, LR-ASPP's gating).
     """
 
-    def __init__(self, in_channels: Sequence[int], channels: Sequence[int], num_classes: int,
-                 dropout: float = 0.1, context: str = "none") -> None:
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        channels: Sequence[int],
+        num_classes: int,
+        dropout: float = 0.1,
+        context: str = "none",
+    ) -> None:
         super().__init__()
         if len(channels) != len(in_channels) - 1:
             raise ValueError(f"decoder needs {len(in_channels) - 1} channel sizes, got {len(channels)}")
@@ -328,9 +372,15 @@ class BackboneDecoderSegmenter(nn.Module):
         decoder_context: "none", "aspp" or "pool" (see `UNetDecoder`).
     """
 
-    def __init__(self, backbone: str = "mobilenet_v2", num_classes: int = 23, backbone_weights: str | None = None,
-                 decoder_channels: Sequence[int] = (128, 64, 32, 16), dropout: float = 0.1,
-                 decoder_context: str = "none") -> None:
+    def __init__(
+        self,
+        backbone: str = "mobilenet_v2",
+        num_classes: int = 23,
+        backbone_weights: str | None = None,
+        decoder_channels: Sequence[int] = (128, 64, 32, 16),
+        dropout: float = 0.1,
+        decoder_context: str = "none",
+    ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise CheckpointError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
@@ -342,8 +392,9 @@ class BackboneDecoderSegmenter(nn.Module):
         with torch.no_grad():
             feats = self.backbone.eval()(torch.zeros(1, 3, 64, 64))
         self.backbone.train()
-        self.decoder = UNetDecoder([f.shape[1] for f in feats.values()], list(decoder_channels), num_classes, dropout,
-                                   decoder_context)
+        self.decoder = UNetDecoder(
+            [f.shape[1] for f in feats.values()], list(decoder_channels), num_classes, dropout, decoder_context
+        )
         self.num_classes = num_classes
         self.load_report: LoadReport | None = None
 
@@ -368,15 +419,24 @@ class BackboneDecoderSegmenter(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def build_segmenter(approach: str, num_classes: int, arch: str = "lraspp_mobilenet_v3_large",
-                    weights: str | None = None, weights_backbone: str | None = None, aux_loss: bool = True,
-                    backbone: str = "mobilenet_v2", decoder_channels: Sequence[int] = (128, 64, 32, 16),
-                    dropout: float = 0.1, decoder_context: str = "none") -> nn.Module:
+def build_segmenter(
+    approach: str,
+    num_classes: int,
+    arch: str = "lraspp_mobilenet_v3_large",
+    weights: str | None = None,
+    weights_backbone: str | None = None,
+    aux_loss: bool = True,
+    backbone: str = "mobilenet_v2",
+    decoder_channels: Sequence[int] = (128, 64, 32, 16),
+    dropout: float = 0.1,
+    decoder_context: str = "none",
+) -> nn.Module:
     """approach "torchvision" -> (a) `TorchvisionSegmenter(arch)`; "backbone_decoder" -> (b) with `backbone`,
     taking `weights_backbone` as the classification weights."""
     if approach == "torchvision":
         return TorchvisionSegmenter(arch, num_classes, weights, weights_backbone, aux_loss)
     if approach == "backbone_decoder":
-        return BackboneDecoderSegmenter(backbone, num_classes, weights_backbone, decoder_channels, dropout,
-                                        decoder_context)
+        return BackboneDecoderSegmenter(
+            backbone, num_classes, weights_backbone, decoder_channels, dropout, decoder_context
+        )
     raise CheckpointError(f"unknown approach {approach!r}; choose torchvision or backbone_decoder")

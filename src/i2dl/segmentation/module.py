@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from i2dl.segmentation.datasets import DATASETS, IGNORE_INDEX
 from i2dl.hardware import resolve_channels_last, resolve_precision
 from i2dl.schedules import WarmupCosine
+from i2dl.segmentation.datasets import DATASETS, IGNORE_INDEX
 from i2dl.segmentation.model import build_segmenter
 from i2dl.training import CompatibleCheckpoints, lightning_optimizers, make_optimizer, total_training_steps
 
@@ -59,65 +59,92 @@ def iou_from_confusion(matrix: torch.Tensor) -> torch.Tensor:
 
 class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
     """Args:
-        dataset: "msrc_v2" or "camvid" (linked from `--data.dataset`; sets the classes and colours).
-        approach: "torchvision" = (a) a ready-made model with a new last layer (`arch`, `weights`,
-            `weights_backbone`, `aux_loss`); "backbone_decoder" = (b) a classification `backbone` with our decoder
-            (`weights_backbone` = its ImageNet weights, `decoder_channels`).
-        weights / weights_backbone: None, "DEFAULT" (torchvision, downloaded) or a local file; loaded when `fit`
-            starts (a resumed run then restores its own weights), with a line saying what was loaded.
-        class_weighting: "none", "median_frequency" (SegNet's) or "inverse_sqrt" from the training split's pixel
-            counts, for rare classes.
-        aux_weight: weight of the auxiliary head's loss (DeepLabV3, FCN), as in torchvision's reference (0.5).
-        freeze_backbone_epochs: train only the new layers for this many epochs, then everything.
-        frozen_bn: keep the backbone's BatchNorm layers in eval mode throughout (their pretrained statistics are used
-            and never updated; their affine parameters still train once the backbone is unfrozen). Right for a
-            pretrained backbone at small batch sizes, and necessary for weights with BatchNorm folded into the
-            convolutions (../shared/data/weights/mobilenet_v2_imagenet.pth: mean 0, variance 1): in train mode those
-            layers would normalise by batch statistics and throw the pretrained features away.
-        backbone_lr_factor: the backbone's learning rate is `lr * backbone_lr_factor`.
-        schedule: "constant", or per step over the whole run: "cosine" (5% warm-up, cosine decay) or "onecycle"
-            (20% warm-up, cosine decay).
-        decoder_context: (b) only: "none", "aspp" (DeepLabV3-style pyramid of dilated convolutions) or "pool"
-            (LR-ASPP's gating by the image's average features) on the coarsest features.
-        loss: "ce" (cross-entropy over every labelled pixel) or "ohem" (online hard example mining: the mean over
-            the `ohem_fraction` hardest labelled pixels of each batch, Shrivastava et al. 2016, as BiSeNet/STDC train).
-        tta: test-time augmentation at test and predict: "none" or "flip" (the mean of the logits of the image and
-            of its mirror image, mirrored back).
-        channels_last: NHWC memory layout for the network and its inputs: on this CPU 1.35x faster per training step
-            in float32 and 1.62x with bf16 autocast (`benchmarks/segmentation_speed.py`: MobileNetV2 U-Net, batch 8
-            at 224x224, against float32 NCHW).
+    dataset: "msrc_v2" or "camvid" (linked from `--data.dataset`; sets the classes and colours).
+    approach: "torchvision" = (a) a ready-made model with a new last layer (`arch`, `weights`,
+        `weights_backbone`, `aux_loss`); "backbone_decoder" = (b) a classification `backbone` with our decoder
+        (`weights_backbone` = its ImageNet weights, `decoder_channels`).
+    weights / weights_backbone: None, "DEFAULT" (torchvision, downloaded) or a local file; loaded when `fit`
+        starts (a resumed run then restores its own weights), with a line saying what was loaded.
+    class_weighting: "none", "median_frequency" (SegNet's) or "inverse_sqrt" from the training split's pixel
+        counts, for rare classes.
+    aux_weight: weight of the auxiliary head's loss (DeepLabV3, FCN), as in torchvision's reference (0.5).
+    freeze_backbone_epochs: train only the new layers for this many epochs, then everything.
+    frozen_bn: keep the backbone's BatchNorm layers in eval mode throughout (their pretrained statistics are used
+        and never updated; their affine parameters still train once the backbone is unfrozen). Right for a
+        pretrained backbone at small batch sizes, and necessary for weights with BatchNorm folded into the
+        convolutions (../shared/data/weights/mobilenet_v2_imagenet.pth: mean 0, variance 1): in train mode those
+        layers would normalise by batch statistics and throw the pretrained features away.
+    backbone_lr_factor: the backbone's learning rate is `lr * backbone_lr_factor`.
+    schedule: "constant", or per step over the whole run: "cosine" (5% warm-up, cosine decay) or "onecycle"
+        (20% warm-up, cosine decay).
+    decoder_context: (b) only: "none", "aspp" (DeepLabV3-style pyramid of dilated convolutions) or "pool"
+        (LR-ASPP's gating by the image's average features) on the coarsest features.
+    loss: "ce" (cross-entropy over every labelled pixel) or "ohem" (online hard example mining: the mean over
+        the `ohem_fraction` hardest labelled pixels of each batch, Shrivastava et al. 2016, as BiSeNet/STDC train).
+    tta: test-time augmentation at test and predict: "none" or "flip" (the mean of the logits of the image and
+        of its mirror image, mirrored back).
+    channels_last: NHWC memory layout for the network and its inputs: on this CPU 1.35x faster per training step
+        in float32 and 1.62x with bf16 autocast (`benchmarks/segmentation_speed.py`: MobileNetV2 U-Net, batch 8
+        at 224x224, against float32 NCHW).
     """
 
-    def __init__(self, dataset: Literal["msrc_v2", "camvid"] = "msrc_v2",
-                 approach: Literal["torchvision", "backbone_decoder"] = "backbone_decoder",
-                 arch: str = "lraspp_mobilenet_v3_large", backbone: str = "mobilenet_v2",
-                 weights: str | None = None, weights_backbone: str | None = None, aux_loss: bool = True,
-                 decoder_channels: tuple[int, ...] = (128, 64, 32, 16), dropout: float = 0.1,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, backbone_lr_factor: float = 1.0,
-                 optimizer: Literal["adamw", "sgd"] = "adamw",
-                 schedule: Literal["constant", "cosine", "onecycle"] = "cosine",
-                 class_weighting: Literal["none", "median_frequency", "inverse_sqrt"] = "none",
-                 aux_weight: float = 0.5, freeze_backbone_epochs: int = 0, frozen_bn: bool = False,
-                 decoder_context: Literal["none", "aspp", "pool"] = "none", loss: Literal["ce", "ohem"] = "ce",
-                 ohem_fraction: float = 0.25, tta: Literal["none", "flip"] = "none",
-                 channels_last: bool | Literal["auto"] = "auto") -> None:
+    def __init__(
+        self,
+        dataset: Literal["msrc_v2", "camvid"] = "msrc_v2",
+        approach: Literal["torchvision", "backbone_decoder"] = "backbone_decoder",
+        arch: str = "lraspp_mobilenet_v3_large",
+        backbone: str = "mobilenet_v2",
+        weights: str | None = None,
+        weights_backbone: str | None = None,
+        aux_loss: bool = True,
+        decoder_channels: tuple[int, ...] = (128, 64, 32, 16),
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        backbone_lr_factor: float = 1.0,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        schedule: Literal["constant", "cosine", "onecycle"] = "cosine",
+        class_weighting: Literal["none", "median_frequency", "inverse_sqrt"] = "none",
+        aux_weight: float = 0.5,
+        freeze_backbone_epochs: int = 0,
+        frozen_bn: bool = False,
+        decoder_context: Literal["none", "aspp", "pool"] = "none",
+        loss: Literal["ce", "ohem"] = "ce",
+        ohem_fraction: float = 0.25,
+        tta: Literal["none", "flip"] = "none",
+        channels_last: bool | Literal["auto"] = "auto",
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.info = DATASETS[dataset]
         self.class_names = list(self.info.classes)
         n = self.info.num_classes
-        self.model = build_segmenter(approach, n, arch=arch, weights=weights, weights_backbone=weights_backbone,
-                                     aux_loss=aux_loss, backbone=backbone, decoder_channels=decoder_channels,
-                                     dropout=dropout, decoder_context=decoder_context)
+        self.model = build_segmenter(
+            approach,
+            n,
+            arch=arch,
+            weights=weights,
+            weights_backbone=weights_backbone,
+            aux_loss=aux_loss,
+            backbone=backbone,
+            decoder_channels=decoder_channels,
+            dropout=dropout,
+            decoder_context=decoder_context,
+        )
         self.channels_last = resolve_channels_last(channels_last, resolve_precision("auto"))
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.register_buffer("class_weights", torch.ones(n))
-        self.metrics = torch.nn.ModuleDict({
-            f"{stage}_{name}": metric
-            for stage in ("val", "test")
-            for name, metric in (("acc", PerImageAccuracy()),
-                                 ("confusion", MulticlassConfusionMatrix(n, ignore_index=IGNORE_INDEX)))})
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{stage}_{name}": metric
+                for stage in ("val", "test")
+                for name, metric in (
+                    ("acc", PerImageAccuracy()),
+                    ("confusion", MulticlassConfusionMatrix(n, ignore_index=IGNORE_INDEX)),
+                )
+            }
+        )
 
     # --- setup: pretrained weights when training starts; class weights from the training split's pixel counts ---
     def setup(self, stage: str) -> None:
@@ -141,8 +168,9 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
             weights = 1 / freq.clamp(min=1e-12).sqrt()
             weights = weights / weights[present].mean()
         self.class_weights.copy_(torch.where(present, weights, torch.ones_like(weights)).float())
-        print("class weights: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(self.class_names,
-                                                                            self.class_weights.tolist())))
+        print(
+            "class weights: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(self.class_names, self.class_weights.tolist()))
+        )
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -154,8 +182,9 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         # float32 loss also under bf16 autocast
         if not hard_mining or self.hparams.loss != "ohem":
             return F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
-        per_pixel = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX,
-                                    reduction="none")[target != IGNORE_INDEX]
+        per_pixel = F.cross_entropy(
+            logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX, reduction="none"
+        )[target != IGNORE_INDEX]
         if per_pixel.numel() == 0:
             return logits.sum() * 0.0
         keep = max(1, int(per_pixel.numel() * self.hparams.ohem_fraction))
@@ -246,14 +275,23 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         backbone_ids = {id(p) for p in self.model.backbone.parameters()}
-        groups = [{"params": [p for p in self.model.parameters() if id(p) in backbone_ids],
-                   "lr": hp.lr * hp.backbone_lr_factor},
-                  {"params": [p for p in self.model.parameters() if id(p) not in backbone_ids], "lr": hp.lr}]
+        groups = [
+            {
+                "params": [p for p in self.model.parameters() if id(p) in backbone_ids],
+                "lr": hp.lr * hp.backbone_lr_factor,
+            },
+            {"params": [p for p in self.model.parameters() if id(p) not in backbone_ids], "lr": hp.lr},
+        ]
         optimizer, _ = make_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, "constant", 0, 0.0)
         if hp.schedule == "constant":
             return optimizer
         # linear warm-up from 1/10 over 5% ("cosine") or 20% ("onecycle") of the steps, cosine down to 1/1000; the
         # total is counted again whenever training (re)starts, so a resumed run may be given more epochs
-        scheduler = WarmupCosine(optimizer, total_training_steps(self.trainer),
-                                 warmup=0.05 if hp.schedule == "cosine" else 0.2, start_factor=0.1, end_factor=1e-3)
+        scheduler = WarmupCosine(
+            optimizer,
+            total_training_steps(self.trainer),
+            warmup=0.05 if hp.schedule == "cosine" else 0.2,
+            start_factor=0.1,
+            end_factor=1e-3,
+        )
         return lightning_optimizers(optimizer, scheduler)

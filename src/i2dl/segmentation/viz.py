@@ -11,7 +11,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from matplotlib.patches import Patch  # noqa: E402
 
 from i2dl.segmentation.datasets import IGNORE_INDEX  # noqa: E402
@@ -33,11 +32,15 @@ def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.5) -> n
     return (image.astype(np.float32) * (1 - alpha) + colour_mask.astype(np.float32) * alpha).round().astype(np.uint8)
 
 
-
-
-def plot_segmentation_rows(images: torch.Tensor, targets: torch.Tensor, predictions: torch.Tensor,
-                           classes: Sequence[str], palette: Sequence[Sequence[int]], path: Path,
-                           title: str = "") -> Path:
+def plot_segmentation_rows(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    predictions: torch.Tensor,
+    classes: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    path: Path,
+    title: str = "",
+) -> Path:
     """One row per image: photo, ground truth, prediction (dataset colours, void black), legend of the classes
     that appear."""
     n = len(images)
@@ -48,8 +51,11 @@ def plot_segmentation_rows(images: torch.Tensor, targets: torch.Tensor, predicti
         target, pred = targets[row].numpy(), predictions[row].numpy()
         valid = target != IGNORE_INDEX
         accuracy = float((pred == target)[valid].mean()) if valid.any() else float("nan")
-        for ax, picture, caption in zip(axes[row], (image, colourise(target, palette), colourise(pred, palette)),
-                                        ("image", "ground truth (void black)", f"prediction ({accuracy:.0%} right)")):
+        for ax, picture, caption in zip(
+            axes[row],
+            (image, colourise(target, palette), colourise(pred, palette)),
+            ("image", "ground truth (void black)", f"prediction ({accuracy:.0%} right)"),
+        ):
             ax.imshow(picture)
             ax.set_title(caption, fontsize=8)
             ax.axis("off")
@@ -57,14 +63,21 @@ def plot_segmentation_rows(images: torch.Tensor, targets: torch.Tensor, predicti
         shown.update(int(c) for c in np.unique(pred))
     handles = [Patch(color=np.asarray(palette[c]) / 255, label=classes[c]) for c in sorted(shown) if c < len(classes)]
     handles.append(Patch(color="black", label="void"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.02))
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(6, len(handles)),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.02),
+    )
     fig.suptitle(title)
     return save_figure(fig, path)
 
 
-def plot_class_iou(iou: torch.Tensor, classes: Sequence[str], palette: Sequence[Sequence[int]], path: Path,
-                   title: str = "") -> Path:
+def plot_class_iou(
+    iou: torch.Tensor, classes: Sequence[str], palette: Sequence[Sequence[int]], path: Path, title: str = ""
+) -> Path:
     """Horizontal bars of the IoU of each class (NaN = class absent from truth and prediction: no bar)."""
     values = np.asarray(iou, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(classes) + 1))
@@ -87,8 +100,15 @@ class SegmentationFigures(FigureCallback):
     """After a test: prints the per-class IoU and draws `per_class_iou.png`, `test_predictions.png` (image, truth,
     prediction rows in the dataset's colours) and `curves.png`; given the classes and colours it needs."""
 
-    def __init__(self, run_dir: str | Path, dataset_name: str, class_names: Sequence[str],
-                 palette: Sequence[Sequence[int]], title: str, rows: int = 4) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        dataset_name: str,
+        class_names: Sequence[str],
+        palette: Sequence[Sequence[int]],
+        title: str,
+        rows: int = 4,
+    ) -> None:
         super().__init__(run_dir)
         self.dataset_name, self.class_names, self.palette = dataset_name, list(class_names), palette
         self.title, self.rows = title, rows
@@ -105,12 +125,26 @@ class SegmentationFigures(FigureCallback):
 
     def draw(self, metrics: dict[str, float], pl_module) -> None:
         iou = torch.tensor([metrics.get(f"test/iou/{name}", float("nan")) for name in self.class_names])
-        print("per-class IoU: " + ", ".join(f"{n} {'-' if v != v else f'{v:.3f}'}"
-                                            for n, v in zip(self.class_names, iou.tolist())))
-        plot_class_iou(iou, self.class_names, self.palette, self.folder / "per_class_iou.png",
-                       title=f"{self.dataset_name} test per-class IoU (mean {float(iou.nanmean()):.3f})")
+        print(
+            "per-class IoU: "
+            + ", ".join(f"{n} {'-' if v != v else f'{v:.3f}'}" for n, v in zip(self.class_names, iou.tolist()))
+        )
+        plot_class_iou(
+            iou,
+            self.class_names,
+            self.palette,
+            self.folder / "per_class_iou.png",
+            title=f"{self.dataset_name} test per-class IoU (mean {float(iou.nanmean()):.3f})",
+        )
         if self.examples:
             images, targets, preds = (torch.stack(t) for t in zip(*self.examples))
-            plot_segmentation_rows(images, targets, preds, self.class_names, self.palette,
-                                   self.folder / "test_predictions.png", title=f"{self.dataset_name} test images")
+            plot_segmentation_rows(
+                images,
+                targets,
+                preds,
+                self.class_names,
+                self.palette,
+                self.folder / "test_predictions.png",
+                title=f"{self.dataset_name} test images",
+            )
         self.curves(self.title)
