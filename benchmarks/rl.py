@@ -8,7 +8,8 @@
         Agent steps per second of each part of PPO on Pong, each beside its reference measured in the same run:
         the environments (gymnasium's sync vector env with AtariPreprocessing; ale-py's vector env), the inference
         (float32; bf16 + channels-last), the update (float32 on torch's 2 threads; bf16 with 1 or 2 workers), and
-        the whole training loop (the loop before issue 15; configs/rl/ppo_pong.yaml; its cnn_small variant), with
+        the whole training loop (the loop before issue 15; configs/rl/ppo_pong.yaml with the Nature-DQN network;
+        the config as shipped, with cnn_small), with
         the milliseconds per agent step spent in each part.
     python benchmarks/rl.py pong-report --run_dir RUN [RUN ...] [--games 10] [--snapshots] [--checkpoint last]
         Score against agent steps and wall time of (background, resumable) Pong runs from their episodes.csv, the
@@ -20,7 +21,8 @@
         the agent's paddle at the top or bottom edge, the actions taken.
 
 The Pong runs of docs/benchmarks.md:
-        i2dl rl train -c configs/rl/ppo_pong.yaml --run_dir runs/rl/ppo_pong_budget --time_limit 7200
+        i2dl rl train -c configs/rl/ppo_pong.yaml --run_dir runs/rl/ppo_pong_small --time_limit 7200 \\
+            --snapshot_every 250
         i2dl rl train -c configs/rl/reinforce_pong.yaml --run_dir runs/rl/reinforce_pong_budget --threads 1 \\
             --episodes 100000 --snapshot_every 100 --time_limit 7200
 
@@ -318,8 +320,8 @@ def pong_throughput(args) -> None:
 
     loops = [
         ("reference", "gymnasium sync 8 envs x 128, cnn float32, torch 2 threads", REFERENCE_LOOP),
-        ("ppo_pong", "configs/rl/ppo_pong.yaml", {}),
-        ("ppo_pong_small", "configs/rl/ppo_pong.yaml --network cnn_small", {"network": "cnn_small"}),
+        ("ppo_pong_cnn", "configs/rl/ppo_pong.yaml --network cnn (Nature-DQN)", {"network": "cnn"}),
+        ("ppo_pong", "configs/rl/ppo_pong.yaml (cnn_small)", {}),
     ]
     results = []
     for name, label, overrides in loops:
