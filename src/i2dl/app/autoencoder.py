@@ -21,7 +21,6 @@ from i2dl.app.common import (
     flatten,
     resolve_checkpoint,
     shows_errors,
-    train_hint,
 )
 
 # the autoencoder lab, used only here
@@ -171,17 +170,10 @@ def sweep_chart(ctx: AppContext) -> tuple[str | None, str]:
 def build(ctx: AppContext):
     import gradio as gr
 
-    from i2dl.app.components import sketchpad
+    from i2dl.app.components import checkpoint_picker, sketchpad
 
     found = choices(ctx)
-    checkpoint = gr.Dropdown(
-        found,
-        value=found[0][1] if found else None,
-        label="autoencoder (newest first)",
-        allow_custom_value=True,
-        elem_id="autoencoder-checkpoint",
-    )
-    hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
+    checkpoint, hint = checkpoint_picker(found, LAB, ctx.runs, "autoencoder")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             with gr.Tabs():

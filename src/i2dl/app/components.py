@@ -88,3 +88,19 @@ def sketchpad(elem_id: str) -> DigitSketchpad:
         elem_classes="i2dl-sketchpad",
         buttons=["fullscreen"],
     )
+
+
+def checkpoint_picker(found: list[tuple[str, str]], lab: str, runs, label: str) -> tuple[gr.Dropdown, gr.Markdown]:
+    """A tab's checkpoint drop-down (newest first, the newest picked) and, when there is none, the hint that says
+    how to train one."""
+    from i2dl.app.common import train_hint
+
+    checkpoint = gr.Dropdown(
+        found,
+        value=found[0][1] if found else None,
+        label=f"{label} (newest first)",
+        allow_custom_value=True,
+        elem_id=f"{lab}-checkpoint",
+    )
+    hint = gr.Markdown(train_hint(lab, runs), visible=not found, elem_classes="i2dl-hint")
+    return checkpoint, hint

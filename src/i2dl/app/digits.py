@@ -19,7 +19,6 @@ from i2dl.app.common import (
     read_photo,
     resolve_checkpoint,
     shows_errors,
-    train_hint,
 )
 
 # the digits lab, used only here
@@ -109,17 +108,10 @@ def build(ctx: AppContext):
     """The tab's layout and events."""
     import gradio as gr
 
-    from i2dl.app.components import PhotoInput, sketchpad
+    from i2dl.app.components import PhotoInput, checkpoint_picker, sketchpad
 
     found = choices(ctx)
-    checkpoint = gr.Dropdown(
-        found,
-        value=found[0][1] if found else None,
-        label="checkpoint (newest first)",
-        allow_custom_value=True,
-        elem_id="digits-checkpoint",
-    )
-    hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
+    checkpoint, hint = checkpoint_picker(found, LAB, ctx.runs, "checkpoint")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
             with gr.Tabs():

@@ -18,7 +18,6 @@ from i2dl.app.common import (
     read_photo,
     resolve_checkpoint,
     shows_errors,
-    train_hint,
 )
 
 # the keypoints lab, used only here
@@ -83,17 +82,10 @@ def find_keypoints(ctx: AppContext, photo, choice: str | None) -> tuple[np.ndarr
 def build(ctx: AppContext):
     import gradio as gr
 
-    from i2dl.app.components import PhotoInput
+    from i2dl.app.components import PhotoInput, checkpoint_picker
 
     found = choices(ctx)
-    checkpoint = gr.Dropdown(
-        found,
-        value=found[0][1] if found else None,
-        label="checkpoint (newest first)",
-        allow_custom_value=True,
-        elem_id="keypoints-checkpoint",
-    )
-    hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
+    checkpoint, hint = checkpoint_picker(found, LAB, ctx.runs, "checkpoint")
     with gr.Row(equal_height=False):
         with gr.Column():
             photo = PhotoInput(

@@ -16,7 +16,6 @@ from i2dl.app.common import (
     checkpoint_choices,
     resolve_checkpoint,
     shows_errors,
-    train_hint,
 )
 
 LAB = "rl"
@@ -166,15 +165,10 @@ def play_episode(ctx: AppContext, choice: str | None, seed) -> tuple[str, str, d
 def build(ctx: AppContext):
     import gradio as gr
 
+    from i2dl.app.components import checkpoint_picker
+
     found = choices(ctx)
-    checkpoint = gr.Dropdown(
-        found,
-        value=found[0][1] if found else None,
-        label="agent (newest first)",
-        allow_custom_value=True,
-        elem_id="rl-checkpoint",
-    )
-    hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
+    checkpoint, hint = checkpoint_picker(found, LAB, ctx.runs, "agent")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**31 - 1, label="seed", elem_id="rl-seed")

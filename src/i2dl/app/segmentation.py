@@ -20,7 +20,6 @@ from i2dl.app.common import (
     read_photo,
     resolve_checkpoint,
     shows_errors,
-    train_hint,
 )
 from i2dl.hardware import resolve_precision
 
@@ -133,17 +132,10 @@ def reblend(state, opacity: float):
 def build(ctx: AppContext):
     import gradio as gr
 
-    from i2dl.app.components import PhotoInput
+    from i2dl.app.components import PhotoInput, checkpoint_picker
 
     found = choices(ctx)
-    checkpoint = gr.Dropdown(
-        found,
-        value=found[0][1] if found else None,
-        label="model (newest first)",
-        allow_custom_value=True,
-        elem_id="segmentation-checkpoint",
-    )
-    hint = gr.Markdown(train_hint(LAB, ctx.runs), visible=not found, elem_classes="i2dl-hint")
+    checkpoint, hint = checkpoint_picker(found, LAB, ctx.runs, "model")
     state = gr.State()
     with gr.Row(equal_height=False):
         with gr.Column():

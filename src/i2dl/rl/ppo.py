@@ -296,6 +296,7 @@ def collect_rollout(
     actions = torch.zeros((num_steps, n), dtype=torch.long)
     logprobs, values, rewards = (torch.zeros((num_steps, n)) for _ in range(3))
     terminated, truncated, valid = (torch.zeros((num_steps, n), dtype=torch.bool) for _ in range(3))
+    buffers = (obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid)
     if isinstance(envs, AtariEnvGroups) and len(envs.groups) > 1:
         return _collect_in_turns(
             envs,
@@ -307,7 +308,7 @@ def collect_rollout(
             tracker,
             on_episode,
             step_offset,
-            (obs_buf, actions, logprobs, values, rewards, terminated, truncated, valid),
+            buffers,
         )
     env_seconds = inference_seconds = 0.0
     for t in range(num_steps):
@@ -328,26 +329,16 @@ def collect_rollout(
                 if on_episode:
                     on_episode(step_offset + (t + 1) * n, episode)
         autoreset = term | trunc
+    return _finish_rollout(buffers, value_fn, next_obs, autoreset, env_seconds, inference_seconds)
+
+
+def _finish_rollout(buffers, value_fn, next_obs, autoreset, env_seconds: float, inference_seconds: float):
+    """The rollout from its filled buffers, with the value of the observation after its last step."""
     started = time.perf_counter()
     with torch.no_grad():
         next_value = value_fn(torch.as_tensor(next_obs))
-    inference_seconds += time.perf_counter() - started
-    return (
-        Rollout(
-            obs_buf,
-            actions,
-            logprobs,
-            values,
-            rewards,
-            terminated,
-            truncated,
-            valid,
-            next_value,
-            {"env": env_seconds, "inference": inference_seconds},
-        ),
-        next_obs,
-        autoreset,
-    )
+    seconds = {"env": env_seconds, "inference": inference_seconds + time.perf_counter() - started}
+    return Rollout(*buffers, next_value, seconds), next_obs, autoreset
 
 
 def _collect_in_turns(
@@ -392,26 +383,7 @@ def _collect_in_turns(
             for _, episode in tracker.step(rewards[t - 1].numpy().astype(np.float64), dones, valid[t - 1].numpy()):
                 if on_episode:
                     on_episode(step_offset + t * n, episode)
-    started = time.perf_counter()
-    with torch.no_grad():
-        next_value = value_fn(torch.as_tensor(next_obs))
-    inference_seconds += time.perf_counter() - started
-    return (
-        Rollout(
-            obs_buf,
-            actions,
-            logprobs,
-            values,
-            rewards,
-            terminated,
-            truncated,
-            valid,
-            next_value,
-            {"env": env_seconds, "inference": inference_seconds},
-        ),
-        next_obs,
-        autoreset,
-    )
+    return _finish_rollout(buffers, value_fn, next_obs, autoreset, env_seconds, inference_seconds)
 
 
 def compute_gae(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
