@@ -7,13 +7,15 @@
         no seed below 98.5%; in the same fine-tuning column the best pretrained row beats from-scratch by >= 2
         points and by more than twice the larger seed sd. Encoders are pretrained once per objective (cached).
     python benchmarks/autoencoder.py sweep [--num_labels 10 100 1000 all] [--seeds 0]
-        The best row, the lab's row and from-scratch over N, in one figure (accuracy_vs_labels.png).
+        The best row, the lab's row and from-scratch over N, in one figure (accuracy_vs_labels.png); the grid's
+        N = 100 cells of the same seeds are reused.
     python benchmarks/autoencoder.py time [--dataset mnist]
         `i2dl autoencoder run --num_labels 100` with the best recipe in a fresh process and a fresh encoder cache
         (pretraining included), then again with the encoder cached; wall times with the CPU beside them.
 
 Results go to runs/bench/autoencoder/ (cells already there are not trained again: delete a cell's folder, or the
-CSV, to redo it). Run it on a quiet machine for the times; accuracies do not depend on the load.
+CSV, to redo it). Run it on a quiet machine for the times; accuracies do not depend on the load. Two processes may
+fill one grid side by side (say `OMP_NUM_THREADS=1`, one per core, on different --pretrain/--finetune cells).
 """
 
 from __future__ import annotations
@@ -60,6 +62,21 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def append_rows(path: Path, new: list[dict]) -> list[dict]:
+    """Add rows to a results CSV under a lock and return all of them, so that two benchmark processes (say one per
+    core, each on its own cells) can fill the same grid."""
+    import fcntl
+
+    from i2dl.autoencoder.story import write_csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = read_rows(path) + new
+        write_csv(rows, path)
+    return rows
+
+
 def cell_rows(pretrain: str, finetune: str, num_labels, seed: int, dataset: str, out: Path) -> list[dict]:
     """One cell of the grid for one seed (the story without its baseline; 'none' is the from-scratch row)."""
     from i2dl.autoencoder.story import Story, story_rows
@@ -96,7 +113,6 @@ def _stats(accs: list[float]) -> tuple[float, float]:
 
 
 def grid(args) -> None:
-    from i2dl.autoencoder.story import write_csv
 
     out = OUT
     path = out / f"grid_{args.dataset}_n{args.num_labels}.csv"
@@ -108,8 +124,7 @@ def grid(args) -> None:
                 if (pretrain, finetune, str(seed)) in done:
                     continue
                 print(f"== {pretrain} + {finetune}, seed {seed}", flush=True)
-                rows += cell_rows(pretrain, finetune, args.num_labels, seed, args.dataset, out)
-                write_csv(rows, path)
+                rows = append_rows(path, cell_rows(pretrain, finetune, args.num_labels, seed, args.dataset, out))
     print(f"\n{args.dataset}, N = {args.num_labels}; machine: {machine_line()}\n")
     print("| pretraining \\ fine-tuning | " + " | ".join(NAMES[f] for f in args.finetune) + " |")
     print("|---|" + "---:|" * len(args.finetune))
@@ -159,12 +174,17 @@ def grid(args) -> None:
 
 def sweep(args) -> None:
     from i2dl.autoencoder.figures import plot_accuracy_vs_labels
-    from i2dl.autoencoder.story import write_csv
 
     path = OUT / f"sweep_{args.dataset}.csv"
-    rows = read_rows(path)
-    done = {(r["cell_pretrain"], r["cell_finetune"], r["num_labels"], r["seed"]) for r in rows}
     cells = [BEST, ("contrastive", "labels"), ("autoencoder", "labels"), ("none", "labels"), ("none", "fixmatch")]
+    # the grid's cells at N = 100 are the same trainings (same seeds and settings): reused, not trained again
+    from_grid = [
+        r
+        for r in read_rows(OUT / f"grid_{args.dataset}_n100.csv")
+        if (r["cell_pretrain"], r["cell_finetune"]) in cells and int(r["seed"]) in args.seeds
+    ]
+    rows = read_rows(path) + from_grid
+    done = {(r["cell_pretrain"], r["cell_finetune"], r["num_labels"], r["seed"]) for r in rows}
     for n in args.num_labels:
         for pretrain, finetune in cells:
             if n == "all" and finetune == "fixmatch":
@@ -173,8 +193,7 @@ def sweep(args) -> None:
                 if (pretrain, finetune, str(n), str(seed)) in done:
                     continue
                 print(f"== N={n}: {pretrain} + {finetune}, seed {seed}", flush=True)
-                rows += cell_rows(pretrain, finetune, n, seed, args.dataset, OUT)
-                write_csv(rows, path)
+                rows = append_rows(path, cell_rows(pretrain, finetune, n, seed, args.dataset, OUT)) + from_grid
     total = 60000 - 100
     labelled = [
         {
