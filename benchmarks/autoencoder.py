@@ -121,7 +121,7 @@ def grid(args) -> None:
     for finetune in args.finetune:
         for pretrain in args.pretrain:
             for seed in args.seeds:
-                if (pretrain, finetune, str(seed)) in done:
+                if (pretrain, finetune, str(seed)) in done or args.report:
                     continue
                 print(f"== {pretrain} + {finetune}, seed {seed}", flush=True)
                 rows = append_rows(path, cell_rows(pretrain, finetune, args.num_labels, seed, args.dataset, out))
@@ -276,6 +276,7 @@ def main() -> None:
     g.add_argument("--pretrain", nargs="+", default=list(PRETRAININGS), choices=PRETRAININGS)
     g.add_argument("--finetune", nargs="+", default=list(FINETUNINGS), choices=FINETUNINGS)
     g.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    g.add_argument("--report", action="store_true", help="print the table of the cells done so far, train nothing")
     s = sub.add_parser("sweep")
     s.add_argument(
         "--num_labels", nargs="+", default=[10, 100, 1000, "all"], type=lambda v: v if v == "all" else int(v)
