@@ -118,10 +118,10 @@ def grid(args) -> None:
     path = out / f"grid_{args.dataset}_n{args.num_labels}.csv"
     rows = read_rows(path)
     done = {(r["cell_pretrain"], r["cell_finetune"], r["seed"]) for r in rows}
-    for finetune in args.finetune:
+    for finetune in [] if args.report else args.finetune:
         for pretrain in args.pretrain:
             for seed in args.seeds:
-                if (pretrain, finetune, str(seed)) in done or args.report:
+                if (pretrain, finetune, str(seed)) in done:
                     continue
                 print(f"== {pretrain} + {finetune}, seed {seed}", flush=True)
                 rows = append_rows(path, cell_rows(pretrain, finetune, args.num_labels, seed, args.dataset, out))
