@@ -304,3 +304,21 @@ def test_user_mistakes_are_one_line_and_exit_2(trained, tmp_path, capsys):
     assert code == 2 and "other.ckpt does not fit this model" in err
     code, _, err = i2dl("keypoints", "predict", "--ckpt_path", str(tmp_path / "missing.ckpt"), "x.png", capsys=capsys)
     assert code == 2 and "missing.ckpt: no such checkpoint" in err
+
+
+def test_test_time_flip_is_the_test_commands_choice_not_the_checkpoints(trained, small_data, tmp_path, capsys):
+    """LightningCLI lets a checkpoint's hyper-parameters win over the command line; a test-time setting must not
+    (the checkpoint was trained with tta_mirror: null, and `--model.tta_mirror` has to be used, not dropped)."""
+    args = ["-c", str(REPO / "configs/keypoints/keypointnet.yaml"), *TINY, "--data.data_dir", str(small_data)]
+    best = str(trained / "checkpoints/best.ckpt")
+    rmse = {}
+    for name, extra in (("plain", []), ("flip", ["--model.tta_mirror", str([60.0] * 15)])):
+        run_dir = tmp_path / name
+        code, out, err = i2dl(
+            "keypoints", "test", *args, *extra, "--run_dir", str(run_dir), "--ckpt_path", best, capsys=capsys
+        )
+        assert code == 0, err[-3000:]
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["model"]["tta_mirror"] == ([60.0] * 15 if extra else None)
+        rmse[name] = json.loads((run_dir / "results.json").read_text())["metrics"]["test/rmse_px"]
+    assert rmse["flip"] != rmse["plain"]  # a mirror constant of 60 px moves every x: the flip was applied

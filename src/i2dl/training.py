@@ -381,7 +381,16 @@ class LabCLI(LightningCLI):
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
         if ckpt_path and Path(ckpt_path).is_file():
             checkpoints.load(ckpt_path)
+        # ... where its values win over the command line's. Settings that only change how a trained network is
+        # evaluated (a module's TEST_TIME_SETTINGS, e.g. test-time flips) are the command's to choose:
+        # `test --model.tta_mirror [...] --ckpt_path best.ckpt` must not silently test without them
+        chosen = {}
+        if ckpt_path and Path(ckpt_path).is_file():
+            model_config = self.config[self.config.subcommand]["model"]
+            chosen = {key: model_config.get(key) for key in getattr(self.model_class, "TEST_TIME_SETTINGS", ())}
         super()._parse_ckpt_path()
+        for key, value in chosen.items():
+            self.config[self.config.subcommand]["model"][key] = value
 
     def config_name(self) -> str:
         configs_given = self.config[self.subcommand].get("config") or []

@@ -89,6 +89,8 @@ class FacialKeypointsRegressor(CompatibleCheckpoints, L.LightningModule):
     Test steps return images, predictions and targets for `KeypointFigures`.
     """
 
+    TEST_TIME_SETTINGS = ("tta_mirror",)  # taken from the test/predict command, not from the checkpoint
+
     def __init__(
         self,
         arch: Literal["keypointnet", "lab_cnn"] = "keypointnet",

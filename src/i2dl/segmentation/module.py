@@ -88,6 +88,8 @@ class SegmentationModule(CompatibleCheckpoints, L.LightningModule):
         at 224x224, against float32 NCHW).
     """
 
+    TEST_TIME_SETTINGS = ("tta",)  # taken from the test command, not from the checkpoint
+
     def __init__(
         self,
         dataset: Literal["msrc_v2", "camvid"] = "msrc_v2",
