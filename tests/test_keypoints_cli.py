@@ -216,7 +216,8 @@ def test_predict_image_files_of_any_size_and_colour(trained, small_data, tmp_pat
     assert code == 0, err[-3000:]
     assert out.count("left eye centre at") == 2
     module = load_module(FacialKeypointsRegressor, trained / "checkpoints/best.ckpt")
-    on_raw_face = predict_pixels(module.model, torch.from_numpy(gray / 255.0).float()[None, None])[0]
+    # what predict uses: the network with the checkpoint's test-time flip (keypointnet.yaml has one)
+    on_raw_face = predict_pixels(module.predict_normalised, torch.from_numpy(gray / 255.0).float()[None, None])[0]
     square = json.loads((out_dir / "square_keypoints.json").read_text())
     assert (square["width"], square["height"]) == (192, 192) and len(square["keypoints"]) == 15
     got = torch.tensor(list(square["keypoints"].values()))
@@ -258,7 +259,7 @@ def test_predict_writes_a_kaggle_submission(trained, small_data, tmp_path, capsy
     assert table[0] == ["RowId", "Location"] and [r[0] for r in table[1:]] == ["1", "2", "3"]
     module = load_module(FacialKeypointsRegressor, trained / "checkpoints/best.ckpt")
     faces = torch.tensor([[int(v) for v in p.split()] for p in images], dtype=torch.float32).view(-1, 1, 96, 96)
-    expected = predict_pixels(module.model, faces / 255.0).clamp(0, 96)
+    expected = predict_pixels(module.predict_normalised, faces / 255.0).clamp(0, 96)  # with its test-time flip
     assert [float(r[1]) for r in table[1:]] == pytest.approx(
         [float(expected[0, 0, 0]), float(expected[0, 0, 1]), float(expected[4, 14, 1])], abs=1e-3
     )
@@ -308,17 +309,18 @@ def test_user_mistakes_are_one_line_and_exit_2(trained, tmp_path, capsys):
 
 def test_test_time_flip_is_the_test_commands_choice_not_the_checkpoints(trained, small_data, tmp_path, capsys):
     """LightningCLI lets a checkpoint's hyper-parameters win over the command line; a test-time setting must not
-    (the checkpoint was trained with tta_mirror: null, and `--model.tta_mirror` has to be used, not dropped)."""
+    (the checkpoint was trained with keypointnet.yaml's mirror constants: `--model.tta_mirror null` and another
+    list must each be used, not replaced by the checkpoint's)."""
     args = ["-c", str(REPO / "configs/keypoints/keypointnet.yaml"), *TINY, "--data.data_dir", str(small_data)]
     best = str(trained / "checkpoints/best.ckpt")
     rmse = {}
-    for name, extra in (("plain", []), ("flip", ["--model.tta_mirror", str([60.0] * 15)])):
+    for name, extra in (("plain", ["--model.tta_mirror", "null"]), ("flip", ["--model.tta_mirror", str([60.0] * 15)])):
         run_dir = tmp_path / name
         code, out, err = i2dl(
             "keypoints", "test", *args, *extra, "--run_dir", str(run_dir), "--ckpt_path", best, capsys=capsys
         )
         assert code == 0, err[-3000:]
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        assert config["model"]["tta_mirror"] == ([60.0] * 15 if extra else None)
+        assert config["model"]["tta_mirror"] == ([60.0] * 15 if name == "flip" else None)
         rmse[name] = json.loads((run_dir / "results.json").read_text())["metrics"]["test/rmse_px"]
     assert rmse["flip"] != rmse["plain"]  # a mirror constant of 60 px moves every x: the flip was applied
