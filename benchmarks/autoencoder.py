@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "runs" / "bench" / "autoencoder"
 PRETRAININGS = ("none", "autoencoder", "contrastive")
 FINETUNINGS = ("labels", "fixmatch")
-BEST = ("contrastive", "fixmatch")
+BEST = ("autoencoder", "fixmatch")  # the grid's best cell at N = 100 (docs/benchmarks.md, 2026-12-07)
 NAMES = {
     "none": "none (from scratch)",
     "autoencoder": "the lab's autoencoder",

@@ -30,7 +30,7 @@ HELP = """usage: i2dl autoencoder {pretrain,contrastive,finetune,run,sweep} ...
                                   (without --model.encoder_ckpt: the from-scratch baseline;
                                   configs/autoencoder/finetune_fixmatch_conv.yaml: FixMatch on the unlabeled images)
   run                             the whole story for one N: pretrain (cached), fine-tune, baseline, table
-                                  i2dl autoencoder run --num_labels 100 [--pretrain contrastive --finetune fixmatch]
+                                  i2dl autoencoder run --num_labels 100 [--finetune fixmatch] [--pretrain contrastive]
   sweep                           several N, both methods: CSV and accuracy-vs-labels plot
                                   i2dl autoencoder sweep --num_labels 10 100 1000 all
 """
