@@ -73,7 +73,9 @@ def build_runs(runs: Path) -> None:
     digits = {k: v for k, v in model_section("digits/best.yaml").items() if k in {"arch", "width", "dropout"}}
     save(DigitClassifier(**digits).eval(), runs / "digits" / "best", "digits", "best", {"model": digits})
     keypoints = {
-        k: v for k, v in model_section("keypoints/keypointnet.yaml").items() if k in {"arch", "width", "dropout"}
+        k: v
+        for k, v in model_section("keypoints/keypointnet.yaml").items()
+        if k in {"arch", "width", "dropout", "tta_mirror"}  # the test-time flip: two passes per face, as trained
     }
     save(
         FacialKeypointsRegressor(**keypoints).eval(),
