@@ -113,7 +113,6 @@ def _stats(accs: list[float]) -> tuple[float, float]:
 
 
 def grid(args) -> None:
-
     out = OUT
     path = out / f"grid_{args.dataset}_n{args.num_labels}.csv"
     rows = read_rows(path)

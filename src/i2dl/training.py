@@ -379,13 +379,12 @@ class LabCLI(LightningCLI):
         # LightningCLI reads the checkpoint's hyper-parameters into the config before anything else; a file the safe
         # loader refuses (or cannot read) is a one-line error here, not an unpickling traceback
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            checkpoints.load(ckpt_path)
         # ... where its values win over the command line's. Settings that only change how a trained network is
         # evaluated (a module's TEST_TIME_SETTINGS, e.g. test-time flips) are the command's to choose:
         # `test --model.tta_mirror [...] --ckpt_path best.ckpt` must not silently test without them
         chosen = {}
         if ckpt_path and Path(ckpt_path).is_file():
+            checkpoints.load(ckpt_path)
             model_config = self.config[self.config.subcommand]["model"]
             chosen = {key: model_config.get(key) for key in getattr(self.model_class, "TEST_TIME_SETTINGS", ())}
         super()._parse_ckpt_path()
