@@ -157,3 +157,53 @@ def test_results_json_lock_and_failed_run(tmp_path, monkeypatch):
     results = json.loads((run_dir / "results.json").read_text())  # ... and the run says it failed
     assert results["status"] == "failed" and results["error"] == "update exploded"
     assert results["steps"] == 256
+
+
+def test_entropy_weight_anneals_with_the_learning_rate_and_resumes_on_the_same_line(tmp_path, monkeypatch):
+    """`--ent_coef_final` moves the entropy weight linearly from ent_coef as the learning rate anneals; a run that
+    stops after two of its four updates and is resumed logs the same schedule as one run straight through."""
+    import pandas as pd
+
+    import i2dl.rl.ppo as ppo
+
+    settings = [*TINY_PPO, "--total_steps", "512", "--learning_rate", "0.001", "--ent_coef", "0.01"]
+    annealed = [*settings, "--ent_coef_final", "0.002"]
+    whole, halves, constant = tmp_path / "whole", tmp_path / "halves", tmp_path / "constant"
+    assert run_main("rl", "train", *annealed, "--run_dir", str(whole))[0] == 0
+
+    update, calls = ppo.ppo_update, []
+
+    def dies_at_the_third_update(*args, **kwargs):
+        calls.append(args[5].ent_coef)  # the settings the update gets
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "ppo_update", dies_at_the_third_update)
+    with pytest.raises(KeyboardInterrupt):
+        run_main("rl", "train", *annealed, "--run_dir", str(halves))
+    monkeypatch.setattr(ppo, "ppo_update", update)
+    code, out, err = run_main("rl", "train", *annealed, "--run_dir", str(halves), "--resume")
+    assert code == 0, err
+    assert f"resuming {halves} from step 256" in out
+    assert calls == pytest.approx([0.01, 0.008, 0.006])
+
+    expected_ent = [0.01, 0.008, 0.006, 0.004]  # update i of 4: 0.01 + (0.002 - 0.01) * i / 4
+    expected_lr = [0.001, 0.00075, 0.0005, 0.00025]
+    for run_dir in (whole, halves):
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+        assert metrics["charts/ent_coef"].tolist() == pytest.approx(expected_ent), run_dir
+        assert metrics["charts/learning_rate"].tolist() == pytest.approx(expected_lr), run_dir
+    assert run_main("rl", "train", *settings, "--run_dir", str(constant))[0] == 0
+    assert pd.read_csv(constant / "metrics.csv")["charts/ent_coef"].tolist() == pytest.approx([0.01] * 4)
+
+
+def test_schedule_follows_the_clock_where_the_time_limit_ends_first():
+    from i2dl.rl.ppo import PPOConfig, schedule
+
+    cfg = PPOConfig(learning_rate=1e-3, ent_coef=0.01, ent_coef_final=0.0, time_limit=100.0)
+    assert schedule(cfg, 10, 100, wall_time=50.0) == pytest.approx((5e-4, 0.005))  # the clock is further along
+    assert schedule(cfg, 80, 100, wall_time=50.0) == pytest.approx((2e-4, 0.002))  # the steps are
+    assert schedule(cfg, 10, 100, wall_time=150.0) == pytest.approx((0.0, 0.0))  # never past the end
+    untimed = PPOConfig(learning_rate=1e-3, ent_coef=0.01, anneal_lr=False)
+    assert schedule(untimed, 50, 100, wall_time=1e9) == pytest.approx((1e-3, 0.01))

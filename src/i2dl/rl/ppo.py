@@ -20,7 +20,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,8 @@ class PPOConfig:
     learning_rate: float = 1e-3
     """Adam step size"""
     anneal_lr: bool = True
-    """decay the learning rate linearly to 0 over the run"""
+    """decay the learning rate linearly to 0 over the run (over total_steps, or over time_limit where that ends
+    first)"""
     gamma: float = 0.98
     """discount factor"""
     gae_lambda: float = 0.8
@@ -91,6 +92,9 @@ class PPOConfig:
     """normalise advantages per minibatch"""
     ent_coef: float = 0.0
     """weight of the entropy bonus"""
+    ent_coef_final: float | None = None
+    """the entropy bonus's weight at the end of the run, reached linearly from ent_coef as the learning rate anneals
+    (None: ent_coef throughout); lower lets the policy turn nearly greedy once it plays well"""
     vf_coef: float = 0.5
     """weight of the value loss"""
     max_grad_norm: float = 0.5
@@ -106,7 +110,8 @@ class PPOConfig:
     score against steps and wall time afterwards"""
     time_limit: float = 0.0
     """stop (with a checkpoint) once the run's training clock passes this many seconds, resumed time included (0: no
-    limit): a wall-time budget"""
+    limit): a wall-time budget; the learning rate and entropy weight anneal over it where it ends before
+    total_steps"""
     threads: int = 1
     """torch CPU threads (of each worker)"""
     workers: int = 1
@@ -409,6 +414,20 @@ def compute_gae(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[torc
 
 
 # --- the update -----------------------------------------------------------------------------------------------------
+def schedule(cfg: PPOConfig, iteration: int, num_iterations: int, wall_time: float = 0.0) -> tuple[float, float]:
+    """The learning rate and entropy weight of update `iteration` (0-based) of `num_iterations`, `wall_time` seconds
+    into the run: both linear in the fraction of the run done, which under a time_limit is the larger of the steps'
+    and the clock's fraction (so that a budget that ends before total_steps still ends annealed). A resumed run
+    continues the same line."""
+    done = iteration / num_iterations
+    if cfg.time_limit:
+        done = min(1.0, max(done, wall_time / cfg.time_limit))
+    lr = cfg.learning_rate * (1.0 - done) if cfg.anneal_lr else cfg.learning_rate
+    end = cfg.ent_coef if cfg.ent_coef_final is None else cfg.ent_coef_final
+    return lr, cfg.ent_coef + (end - cfg.ent_coef) * done
+
+
+# --- the update -----------------------------------------------------------------------------------------------------
 @dataclass
 class Batch:
     """A rollout's valid transitions, flattened, with their advantages and returns."""
@@ -522,6 +541,7 @@ def ppo_update(
 
 METRICS = [
     "charts/learning_rate",
+    "charts/ent_coef",
     "charts/sps",
     "losses/policy_loss",
     "losses/value_loss",
@@ -661,7 +681,7 @@ def _train_loop(
     start_step, start_time = global_step, time.perf_counter()
     try:
         while iteration < num_iterations and not (cfg.time_limit and log.wall_time() >= cfg.time_limit):
-            lr = cfg.learning_rate * (1.0 - iteration / num_iterations) if cfg.anneal_lr else cfg.learning_rate
+            lr, ent_coef = schedule(cfg, iteration, num_iterations, log.wall_time())
             optimizer.param_groups[0]["lr"] = lr
             rollout, next_obs, autoreset = collect_rollout(
                 envs, policy, value_fn, next_obs, autoreset, cfg.num_steps, tracker, on_episode, step_offset=global_step
@@ -670,13 +690,16 @@ def _train_loop(
             iteration += 1
             started = time.perf_counter()
             advantages, returns = compute_gae(rollout, cfg.gamma, cfg.gae_lambda)
-            metrics = ppo_update(agent, optimizer, rollout, advantages, returns, cfg, device, pool)
+            metrics = ppo_update(
+                agent, optimizer, rollout, advantages, returns, replace(cfg, ent_coef=ent_coef), device, pool
+            )
             update_seconds = time.perf_counter() - started
             sps = (global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
             log.update(
                 global_step,
                 **{
                     "charts/learning_rate": lr,
+                    "charts/ent_coef": ent_coef,
                     "charts/sps": sps,
                     **metrics,
                     "time/env": rollout.seconds["env"],
