@@ -21,8 +21,9 @@
         the agent's paddle at the top or bottom edge, the actions taken.
 
 The Pong runs of docs/benchmarks.md:
-        i2dl rl train -c configs/rl/ppo_pong.yaml --run_dir runs/rl/ppo_pong_small --time_limit 7200 \\
-            --snapshot_every 250
+        i2dl rl train -c configs/rl/ppo_pong.yaml --run_dir runs/rl/ppo_pong_2h     # the 2-hour config, 2026-12-08
+        i2dl rl train -c configs/rl/ppo_pong.yaml --run_dir runs/rl/ppo_pong_small --total_steps 5000000 \\
+            --ent_coef_final null --snapshot_every 250                               # the 2026-12-07 schedule
         i2dl rl train -c configs/rl/reinforce_pong.yaml --run_dir runs/rl/reinforce_pong_budget --threads 1 \\
             --episodes 100000 --snapshot_every 100 --time_limit 7200
 
