@@ -274,7 +274,7 @@ def test_checkpoint_choices_never_leave_the_runs_folder(tmp_path):
     with pytest.raises(AppError, match="is an RL checkpoint"):
         (runs / "digits" / "fc" / "checkpoints" / "last.pt").write_bytes(b"x")
         resolve_checkpoint(Path(runs), "digits/fc/checkpoints/last.pt", "digits")
-    with pytest.raises(AppError, match=r"i2dl keypoints fit -c configs/keypoints/keypointnet.yaml` \(8 min"):
+    with pytest.raises(AppError, match=r"i2dl keypoints fit -c configs/keypoints/keypointnet.yaml` \(19 min"):
         resolve_checkpoint(tmp_path / "empty", None, "keypoints")
     assert [run.rel for run in find_runs(runs)] == ["keypoints/net", "digits/fc"]
 
