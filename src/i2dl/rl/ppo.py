@@ -413,7 +413,7 @@ def compute_gae(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[torc
     return advantages, advantages + rollout.values
 
 
-# --- the update -----------------------------------------------------------------------------------------------------
+# --- the learning-rate and entropy schedule -------------------------------------------------------------------------
 def schedule(cfg: PPOConfig, iteration: int, num_iterations: int, wall_time: float = 0.0) -> tuple[float, float]:
     """The learning rate and entropy weight of update `iteration` (0-based) of `num_iterations`, `wall_time` seconds
     into the run: both linear in the fraction of the run done, which under a time_limit is the larger of the steps'
