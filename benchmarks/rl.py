@@ -488,7 +488,8 @@ def pong_games(args) -> None:
     print(
         "| seed | score | won-lost | longest run of lost points | points won after a lost point (the agent receives "
         "the serve) | after a won point | paddle at the top / bottom edge | actions NOOP FIRE UP DOWN UPFIRE "
-        "DOWNFIRE |\n|---|---|---|---|---|---|---|---|"
+        "DOWNFIRE | mean probability of the likeliest action / move (NOOP+FIRE, UP+UPFIRE, DOWN+DOWNFIRE move alike) |"
+        "\n|---|---|---|---|---|---|---|---|---|"
     )
     after = {-1: [], 1: []}
     for k in range(args.games):
@@ -519,6 +520,8 @@ def pong_games(args) -> None:
         runs = np.diff(np.flatnonzero(np.concatenate([[1], points, [1]]) > 0)) - 1
         top, bottom = (data["player_y"] <= 40).mean(), (data["player_y"] >= 200).mean()
         shares = np.bincount(data["action"], minlength=6) / len(data["action"])
+        probs = data["probs"]
+        moves = probs[:, [0, 2, 3]] + probs[:, [1, 4, 5]]
         won_after = {}
         for previous in (-1, 1):  # Pong serves toward the player who lost the last point
             outcomes = points[1:][points[:-1] == previous] > 0
@@ -527,7 +530,7 @@ def pong_games(args) -> None:
         print(
             f"| {args.seed + k} | {points.sum():+.0f} | {(points > 0).sum()}-{(points < 0).sum()} | {runs.max()} | "
             f"{won_after[-1]} | {won_after[1]} | {100 * top:.0f}% / {100 * bottom:.0f}% | "
-            f"{' '.join(f'{100 * v:.0f}%' for v in shares)} |",
+            f"{' '.join(f'{100 * v:.0f}%' for v in shares)} | {probs.max(1).mean():.2f} / {moves.max(1).mean():.2f} |",
             flush=True,
         )
     print(
