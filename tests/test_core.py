@@ -192,10 +192,22 @@ def test_results_json_schema_and_the_runs_listing(tmp_path, capsys):
     assert read_results(failed.run_dir)["status"] == "failed"
     assert read_results(failed.run_dir)["error"] == "bad value in row 7"
 
+    stopped = Run(root / "segmentation" / "unet", "segmentation", "unet", "test/miou", True)
+    with pytest.raises(KeyboardInterrupt):
+        with stopped.session():
+            raise KeyboardInterrupt  # Ctrl-C: the user ended it, resumable, not an error in the run
+    assert read_results(stopped.run_dir)["status"] == "stopped"
+    assert "--resume" in read_results(stopped.run_dir)["error"]
+
     killed = root / "rl" / "ppo_pong"  # a live process holds it; then that process dies without finishing
     holder = _hold_lock(killed, "rl", "ppo_pong")
     statuses = {str(r.run_dir.relative_to(root)): r.status for r in list_runs(root)}
-    assert statuses == {"digits/cnn": "finished", "keypoints/keypointnet": "failed", "rl/ppo_pong": "running"}
+    assert statuses == {
+        "digits/cnn": "finished",
+        "keypoints/keypointnet": "failed",
+        "segmentation/unet": "stopped",
+        "rl/ppo_pong": "running",
+    }
     holder.kill()
     holder.wait()
     statuses = {str(r.run_dir.relative_to(root)): r.status for r in list_runs(root)}
@@ -204,11 +216,13 @@ def test_results_json_schema_and_the_runs_listing(tmp_path, capsys):
     code, out, err = run_main("runs", "--runs", str(root))
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert lines[0].split()[:3] == ["status", "lab", "config"] and len(lines) == 4
+    assert lines[0].split()[:3] == ["status", "lab", "config"] and len(lines) == 5
     assert any("finished" in line and "test/acc 0.99" in line for line in lines)
     code, out, _ = run_main("runs", "--runs", str(root), "--json", "--status", "failed")
     rows = json.loads(out)
     assert {r["lab"] for r in rows} == {"keypoints", "rl"} and all(r["status"] == "failed" for r in rows)
+    code, out, _ = run_main("runs", "--runs", str(root), "--json", "--status", "stopped")
+    assert [r["lab"] for r in json.loads(out)] == ["segmentation"]
     code, _, err = run_main("runs", "--runs", str(tmp_path / "nowhere"))
     assert code == 2 and "no such folder" in err
 

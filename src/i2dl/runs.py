@@ -7,7 +7,8 @@ and `figures/`. `results.json` always has the keys of `RESULT_KEYS`:
     schema    "i2dl.results/1"
     lab       digits, autoencoder, keypoints, segmentation or rl
     config    the config's name (the YAML file's stem), or what the command trained
-    status    running, finished or failed (a run whose process died reads "running" with no lock held: failed)
+    status    running, finished, stopped (interrupted with Ctrl-C, resumable) or failed (a run whose process died
+              reads "running" with no lock held: failed)
     headline  {"metric": name, "value": number or null, "higher_is_better": bool}
     metrics   every final number, by its logged name ("test/acc", "eval/mean_return", ...)
     wall_time seconds of training, summed over the sessions of a resumed run
@@ -17,7 +18,7 @@ and `figures/`. `results.json` always has the keys of `RESULT_KEYS`:
     command   the command line that wrote it
     versions  i2dl, python, torch and the lab's main libraries
     machine   CPU model and flags, threads, accelerator
-    error     the one-line message of a failed run, else null
+    error     the one-line message of a failed or stopped run, else null
 """
 
 from __future__ import annotations
@@ -278,8 +279,14 @@ class Run:
         return self.update(metrics, status="finished", error=None, **fields)
 
     def fail(self, error: BaseException | str) -> dict[str, Any]:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return self.update(status="failed", error=message, wall_time=round(self.wall_time(), 2))
+        """Status "failed" with the error's first line; a KeyboardInterrupt (Ctrl-C) is "stopped" instead: the
+        user ended it, and its last checkpoint resumes it."""
+        if isinstance(error, KeyboardInterrupt):
+            status, message = "stopped", "interrupted (Ctrl-C); --resume continues from the last checkpoint"
+        else:
+            status = "failed"
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return self.update(status=status, error=message, wall_time=round(self.wall_time(), 2))
 
     @contextmanager
     def session(self, resume: bool = False, **start_fields: Any) -> Iterator[Run]:
@@ -290,7 +297,7 @@ class Run:
             try:
                 yield self
             except BaseException as err:
-                self.fail(err if not isinstance(err, KeyboardInterrupt) else "interrupted (Ctrl-C)")
+                self.fail(err)
                 raise
         finally:
             self.unlock()
@@ -438,7 +445,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="i2dl runs", description="List run folders with their headline result.")
     parser.add_argument("--runs", default=None, help="folder to list (default: $I2DL_RUNS, else ./runs)")
     parser.add_argument("--lab", default=None, help="only this lab's runs")
-    parser.add_argument("--status", default=None, choices=["running", "finished", "failed"])
+    parser.add_argument("--status", default=None, choices=["running", "finished", "stopped", "failed"])
     parser.add_argument("--json", action="store_true", help="one JSON list instead of a table")
     args = parser.parse_args(argv)
     root = Path(args.runs) if args.runs else runs_root()

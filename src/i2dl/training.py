@@ -300,7 +300,7 @@ def fit_in_run_folder(
         }
         run.finish(metrics, steps=trainer.global_step, epochs=trainer.current_epoch)
     except BaseException as err:
-        run.fail(err if not isinstance(err, KeyboardInterrupt) else "interrupted (Ctrl-C)")
+        run.fail(err)
         raise
     finally:
         run.unlock()
@@ -428,7 +428,7 @@ class LabCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except BaseException as err:
             if self.run is not None:
-                self.run.fail(err if not isinstance(err, KeyboardInterrupt) else "interrupted (Ctrl-C)")
+                self.run.fail(err)
             raise
         finally:
             if self.run is not None:

@@ -122,7 +122,7 @@ class BestCheckpoint:
 class TrainingRun:
     """A training session in a run folder, used as `with start_run(...) as run:`. It holds the folder's lock from
     the start (a second process on the same folder stops with one line), writes results.json (status running,
-    then finished, or failed if the block raises) and knows the checkpoint the session continues from."""
+    then finished, or failed if the block raises, stopped on Ctrl-C) and knows the checkpoint it continues from."""
 
     def __init__(self, run: Run, checkpoint: dict[str, Any] | None) -> None:
         self.run, self.checkpoint = run, checkpoint
@@ -140,7 +140,7 @@ class TrainingRun:
     def __exit__(self, kind, error, traceback) -> None:
         try:
             if error is not None:
-                self.run.fail(error if not isinstance(error, KeyboardInterrupt) else "interrupted (Ctrl-C)")
+                self.run.fail(error)
         finally:
             self.run.unlock()
 
