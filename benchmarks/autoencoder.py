@@ -144,11 +144,15 @@ def grid(args) -> None:
     if best is None:
         return
     mean, sd, accs = cells[best]
-    print(
-        f"\nbest cell: {NAMES[best[0]]} + {NAMES[best[1]]}: {mean:.2f}% ± {sd:.2f} over {len(accs)} seeds, "
-        f"lowest seed {min(accs):.2f}%: target >= 99.0% with no seed < 98.5%: "
-        f"{'met' if mean >= 99.0 and min(accs) >= 98.5 else 'NOT met'}"
-    )
+    print(f"\nbest cell: {NAMES[best[0]]} + {NAMES[best[1]]}: {mean:.2f}% ± {sd:.2f} over {len(accs)} seeds, ", end="")
+    targeted = (args.dataset, args.num_labels) == ("mnist", 100)  # issue 13's targets are for MNIST at N = 100
+    if targeted:
+        print(
+            f"lowest seed {min(accs):.2f}%: target >= 99.0% with no seed < 98.5%: "
+            f"{'met' if mean >= 99.0 and min(accs) >= 98.5 else 'NOT met'}"
+        )
+    else:
+        print(f"lowest seed {min(accs):.2f}% (the targets are for MNIST at N = 100)")
     for finetune in args.finetune:
         scratch = cells.get(("none", finetune))
         pretrained = [(cells[(p, finetune)], p) for p in args.pretrain if p != "none" and (p, finetune) in cells]
@@ -157,9 +161,10 @@ def grid(args) -> None:
         (p_mean, p_sd, _), p_name = max(pretrained)
         gain = p_mean - scratch[0]
         bar = 2 * max(p_sd, scratch[1])
+        verdict = f": gain >= 2 and > 2 sd: {'met' if gain >= 2 and gain > bar else 'NOT met'}"
         print(
             f"{NAMES[finetune]}: best pretrained ({NAMES[p_name]}) - from scratch = {gain:+.2f} points "
-            f"(2 x larger sd = {bar:.2f}): gain >= 2 and > 2 sd: {'met' if gain >= 2 and gain > bar else 'NOT met'}"
+            f"(2 x larger sd = {bar:.2f})" + (verdict if targeted else "")
         )
     print(
         "\nseconds per cell (fine-tuning incl. probe; pretraining once per objective, cached): "
