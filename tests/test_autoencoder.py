@@ -401,6 +401,7 @@ def test_every_config_is_covered_by_a_test():
         "finetune_fc.yaml",
         "pretrain_contrastive_conv.yaml",
         "finetune_fixmatch_conv.yaml",
+        "finetune_fixmatch_long_conv.yaml",  # test_autoencoder_semi.py
     }
 
 

@@ -210,3 +210,26 @@ def test_stage_configs_may_name_callbacks_as_lightningcli_does():
         }
     )
     assert args == {"max_steps": 10} and len(made) == 1 and isinstance(made[0], EMAWeightAveraging)
+
+
+def test_the_longer_fixmatch_config_is_fixmatch_three_times_as_long_with_ema_weights(tmp_path, shared_data):
+    """finetune_fixmatch_long_conv.yaml (the grid's third column) differs from FixMatch's config only in its budget
+    and the EMA callback, and the story trains with it (the averaged weights are what the test split sees)."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from i2dl.autoencoder.story import config_callbacks, stage_config
+
+    short, long = stage_config("finetune_fixmatch_conv.yaml"), stage_config("finetune_fixmatch_long_conv.yaml")
+    assert (long["model"], long["data"]) == (short["model"], short["data"])
+    args, made = config_callbacks(long["trainer"])
+    assert args == {**short["trainer"], "max_steps": 3 * short["trainer"]["max_steps"]}
+    assert len(made) == 1 and isinstance(made[0], EMAWeightAveraging)
+    code, out, err = run_main(
+        "autoencoder", "run", "--smoke", "--pretrain", "none", "--finetune", "fixmatch",
+        "--finetune_config", "finetune_fixmatch_long_conv.yaml", "--data_dir", str(shared_data),
+        "--run_dir", str(tmp_path / "long"),
+    )  # fmt: skip
+    assert code == 0, err[-3000:]
+    assert "| 100 | from scratch | labels + unlabeled (FixMatch) |" in out
+    ckpt = torch.load(tmp_path / "long" / "scratch" / "n100_seed0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert any("EMAWeightAveraging" in key for key in ckpt.get("callbacks", {}))
