@@ -10,7 +10,7 @@
     python benchmarks/autoencoder.py sweep [--num_labels 10 100 1000 all] [--seeds 0]
         The best row, the lab's row and from-scratch over N, in one figure (accuracy_vs_labels.png); the grid's
         N = 100 cells of the same seeds are reused.
-    python benchmarks/autoencoder.py time [--dataset mnist]
+    python benchmarks/autoencoder.py time [--dataset mnist] [--pretrain P] [--finetune F] [--no_baseline]
         `i2dl autoencoder run --num_labels 100` with the best recipe in a fresh process and a fresh encoder cache
         (pretraining included), then again with the encoder cached; wall times with the CPU beside them.
 
@@ -250,9 +250,11 @@ def timed(args) -> None:
             "--dataset",
             args.dataset,
             "--pretrain",
-            BEST[0],
+            args.pretrain,
             "--finetune",
-            BEST[1],
+            LONGER.get(args.finetune, (args.finetune,))[0],
+            *(["--finetune_config", LONGER[args.finetune][1]] if args.finetune in LONGER else []),
+            *(["--no_baseline"] if args.no_baseline else []),
             "--encoder_cache",
             str(cache),
             "--run_dir",
@@ -294,6 +296,11 @@ def main() -> None:
     s.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
     t = sub.add_parser("time")
     t.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    t.add_argument("--pretrain", default=BEST[0], choices=PRETRAININGS, help=f"default: the best cell's, {BEST[0]}")
+    t.add_argument(
+        "--finetune", default=BEST[1], choices=[*FINETUNINGS, *LONGER], help=f"default: the best cell's, {BEST[1]}"
+    )
+    t.add_argument("--no_baseline", action="store_true", help="without the from-scratch classifier beside it")
     args = parser.parse_args()
     _data_env()
     {"grid": grid, "sweep": sweep, "time": timed}[args.command](args)
