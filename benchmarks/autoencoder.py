@@ -102,11 +102,13 @@ def cell_rows(pretrain: str, finetune: str, num_labels, seed: int, dataset: str,
 
 
 def _accs(rows: list[dict], pretrain: str, finetune: str, num_labels) -> list[float]:
-    return [
-        100 * float(r["test_acc"])
+    """The cell's test accuracies in %, in seed order."""
+    cell = [
+        r
         for r in rows
         if r["cell_pretrain"] == pretrain and r["cell_finetune"] == finetune and str(r["num_labels"]) == str(num_labels)
     ]
+    return [100 * float(r["test_acc"]) for r in sorted(cell, key=lambda r: int(r["seed"]))]
 
 
 def _cell(rows: list[dict], pretrain: str, finetune: str) -> list[dict]:
