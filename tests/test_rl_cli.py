@@ -310,6 +310,15 @@ def test_eval_and_record(tmp_path):
     assert code == 0, err
     assert "sampled actions: return mean" in out and "3 episodes" in out
     assert len(out.split("returns: ")[1].split("\n")[0].split()) == 3
+    # sampled games are the same games whatever the process drew before (pong-report with 1 or 2 jobs)
+    from i2dl.rl.evaluate import evaluate_agent, load_agent
+
+    agent = load_agent(run_dir / "checkpoints/last.pt")
+    first = evaluate_agent(agent, 3, seed=7, greedy=False)
+    torch.rand(1000)  # the process's random state moves on ...
+    state = torch.random.get_rng_state()
+    assert evaluate_agent(agent, 3, seed=7, greedy=False) == first  # ... the games do not
+    assert torch.equal(torch.random.get_rng_state(), state)  # and evaluating leaves the caller's state alone
     gif = tmp_path / "agent.gif"
     code, out, err = run_main(
         "rl", "record", "--ckpt_path", str(run_dir), "--output", str(gif), "--episodes", "5", "--max_frames", "20"

@@ -156,20 +156,24 @@ def evaluate_agent(
     sticky: float = 0.0,
     env_id: str | None = None,
 ) -> list[float]:
-    """Scores of `episodes` games with seeds seed, seed+1, ... (see the module docstring for the protocols)."""
+    """Scores of `episodes` games with seeds seed, seed+1, ... (see the module docstring for the protocols).
+    Sampled actions are drawn from torch's generator seeded with `seed` (the caller's random state is left as it
+    was), so the same games come out whatever ran before in the process, e.g. in `pong-report --jobs 1` or 2."""
     env_id = env_id or agent.env_id
-    if agent.config.get("vectorization") == "ale" and env_id == agent.env_id:
-        kwargs = {**agent.config["env_kwargs"], "repeat_action_probability": sticky}
-        envs = make_vector_env(env_id, episodes, seed, "atari", agent.config["frame_stack"], kwargs, "ale")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if agent.config.get("vectorization") == "ale" and env_id == agent.env_id:
+            kwargs = {**agent.config["env_kwargs"], "repeat_action_probability": sticky}
+            envs = make_vector_env(env_id, episodes, seed, "atari", agent.config["frame_stack"], kwargs, "ale")
+            try:
+                return [e["episode_return"] for e in play_games(agent.network, envs, seed, greedy)]
+            finally:
+                envs.close()
+        env = agent.make_env(seed, sticky, env_id=env_id)
         try:
-            return [e["episode_return"] for e in play_games(agent.network, envs, seed, greedy)]
+            return run_episodes(agent.network, env, episodes, seed, greedy)
         finally:
-            envs.close()
-    env = agent.make_env(seed, sticky, env_id=env_id)
-    try:
-        return run_episodes(agent.network, env, episodes, seed, greedy)
-    finally:
-        env.close()
+            env.close()
 
 
 def summarize(values) -> str:
