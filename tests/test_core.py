@@ -197,7 +197,7 @@ def test_results_json_schema_and_the_runs_listing(tmp_path, capsys):
         with stopped.session():
             raise KeyboardInterrupt  # Ctrl-C: the user ended it, resumable, not an error in the run
     assert read_results(stopped.run_dir)["status"] == "stopped"
-    assert "--resume" in read_results(stopped.run_dir)["error"]
+    assert "--ckpt_path last" in read_results(stopped.run_dir)["error"]
 
     killed = root / "rl" / "ppo_pong"  # a live process holds it; then that process dies without finishing
     holder = _hold_lock(killed, "rl", "ppo_pong")

@@ -282,7 +282,8 @@ class Run:
         """Status "failed" with the error's first line; a KeyboardInterrupt (Ctrl-C) is "stopped" instead: the
         user ended it, and its last checkpoint resumes it."""
         if isinstance(error, KeyboardInterrupt):
-            status, message = "stopped", "interrupted (Ctrl-C); --resume continues from the last checkpoint"
+            status = "stopped"
+            message = "interrupted (Ctrl-C); resume from the last checkpoint (--ckpt_path last; RL: --resume)"
         else:
             status = "failed"
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
