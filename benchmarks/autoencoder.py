@@ -35,6 +35,13 @@ OUT = REPO / "runs" / "bench" / "autoencoder"
 PRETRAININGS = ("none", "autoencoder", "contrastive")
 FINETUNINGS = ("labels", "fixmatch")  # the grid's columns; "fixmatch_long" is a third, asked for by name
 LONGER = {"fixmatch_long": ("fixmatch", "finetune_fixmatch_long_conv.yaml")}  # 6,000 steps, EMA weights
+
+
+def recipe(finetune: str) -> tuple[str, str | None]:
+    """A grid column as the story's fine-tuning method and its config (None: the method's own)."""
+    return LONGER.get(finetune, (finetune, None))
+
+
 BEST = ("autoencoder", "fixmatch")  # the grid's best cell at N = 100 (docs/benchmarks.md, 2026-12-07)
 NAMES = {
     "none": "none (from scratch)",
@@ -84,7 +91,7 @@ def cell_rows(pretrain: str, finetune: str, num_labels, seed: int, dataset: str,
     """One cell of the grid for one seed (the story without its baseline; 'none' is the from-scratch row)."""
     from i2dl.autoencoder.story import Story, story_rows
 
-    method, config = LONGER.get(finetune, (finetune, None))
+    method, config = recipe(finetune)
     story = Story(
         dataset=dataset,
         num_labels=num_labels,
@@ -237,6 +244,7 @@ def timed(args) -> None:
     cache = OUT / "timed_encoders"
     shutil.rmtree(cache, ignore_errors=True)
     print(f"machine: {machine_line()}")
+    method, config = recipe(args.finetune)
     walls = []
     for attempt in ("fresh encoder cache (pretraining included)", "encoder cached"):
         run_dir = OUT / f"timed_{args.dataset}_{len(walls)}"
@@ -254,8 +262,8 @@ def timed(args) -> None:
             "--pretrain",
             args.pretrain,
             "--finetune",
-            LONGER.get(args.finetune, (args.finetune,))[0],
-            *(["--finetune_config", LONGER[args.finetune][1]] if args.finetune in LONGER else []),
+            method,
+            *(["--finetune_config", config] if config else []),
             *(["--no_baseline"] if args.no_baseline else []),
             "--encoder_cache",
             str(cache),
