@@ -214,7 +214,7 @@ def test_stage_configs_may_name_callbacks_as_lightningcli_does():
 
 def test_the_longer_fixmatch_config_is_fixmatch_three_times_as_long_with_ema_weights(tmp_path, shared_data):
     """finetune_fixmatch_long_conv.yaml (the grid's third column) differs from FixMatch's config only in its budget
-    and the EMA callback, and the story trains with it (the averaged weights are what the test split sees)."""
+    and the EMA callback, and the story trains with that callback (its state is saved in the checkpoint)."""
     from lightning.pytorch.callbacks import EMAWeightAveraging
 
     from i2dl.autoencoder.story import config_callbacks, stage_config
